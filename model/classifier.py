@@ -1,0 +1,122 @@
+"""Load a fine-tuned classifier and predict labels for messages."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data_format import Message, message_from_json
+from .inputs import encode_messages
+from .labels import LABELS
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
+DEFAULT_MAX_LENGTH = 160
+
+
+@dataclass
+class Prediction:
+    """The verdict for one message."""
+
+    label: str
+    probabilities: dict[str, float]
+    truncated: bool = False
+    id: str | None = None
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "label": self.label, "probabilities": self.probabilities, "truncated": self.truncated}
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for, but no CUDA GPU is visible")
+    return torch.device(device)
+
+
+def as_message(item: str | dict | Message) -> Message:
+    """Accept a plain string, a dict in the data format, or a :class:`Message`."""
+    if isinstance(item, Message):
+        if not item.text.strip():
+            raise ValueError("message text is empty or whitespace only")
+        return item
+    if isinstance(item, str):
+        item = {"text": item}
+    return message_from_json(item)
+
+
+class ExtortionClassifier:
+    """A fine-tuned sequence classifier with the labels of :mod:`model.labels`.
+
+    >>> clf = ExtortionClassifier.from_pretrained()          # the shipped default
+    >>> clf.predict("不给钱就给差评").label
+    'extortion'
+    """
+
+    def __init__(self, model, tokenizer, max_length: int = DEFAULT_MAX_LENGTH, device: str = "auto"):
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.max_length = min(max_length, model.config.max_position_embeddings)
+        labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        if sorted(labels) != sorted(LABELS):
+            raise ValueError(f"model labels {labels} are not the expected {list(LABELS)}")
+        self.labels = labels
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike | None = None, device: str = "auto", max_length: int | None = None):
+        """Load from a local folder (default: the shipped model) or a hub id; safetensors only."""
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        path = str(path or DEFAULT_MODEL_DIR)
+        model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        if max_length is None:
+            max_length = getattr(model.config, "extortion_guard_max_length", DEFAULT_MAX_LENGTH)
+        return cls(model, tokenizer, max_length=max_length, device=device)
+
+    @property
+    def version(self) -> str:
+        """A name for the loaded weights, for output files."""
+        return getattr(self.model.config, "extortion_guard_version", None) or Path(self.model.name_or_path).name
+
+    def predict_proba(self, items, batch_size: int = 64) -> np.ndarray:
+        """Per-label probabilities, shape ``(n, 4)`` in :data:`LABELS` order (one row for a single item)."""
+        single = isinstance(items, (str, dict, Message))
+        messages = [as_message(x) for x in ([items] if single else items)]
+        probs, _ = self._run(messages, batch_size)
+        return probs[0] if single else probs
+
+    def predict(self, items, batch_size: int = 64) -> Prediction | list[Prediction]:
+        """Label and probabilities for a string, a record, or a list of either."""
+        single = isinstance(items, (str, dict, Message))
+        messages = [as_message(x) for x in ([items] if single else items)]
+        probs, truncated = self._run(messages, batch_size)
+        predictions = [
+            Prediction(LABELS[int(row.argmax())], {l: round(float(p), 6) for l, p in zip(LABELS, row)}, cut, m.id)
+            for row, cut, m in zip(probs, truncated, messages)
+        ]
+        return predictions[0] if single else predictions
+
+    @torch.inference_mode()
+    def _run(self, messages: Sequence[Message], batch_size: int) -> tuple[np.ndarray, list[bool]]:
+        # Sort by length so each batch pads little, then put rows back in input order.
+        encoded = encode_messages(self.tokenizer, messages, self.max_length)
+        order = np.argsort([len(ids) for ids in encoded.input_ids], kind="stable")
+        probs = np.zeros((len(messages), len(LABELS)), dtype=np.float32)
+        to_ours = [self.labels.index(label) for label in LABELS]
+        pad_id = self.tokenizer.pad_token_id
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            tensors = {k: torch.from_numpy(v).to(self.device) for k, v in encoded.select(rows).padded(pad_id).items()}
+            if "token_type_ids" not in self.tokenizer.model_input_names:
+                tensors.pop("token_type_ids")
+            logits = self.model(**tensors).logits.float()
+            probs[rows] = torch.softmax(logits, dim=-1)[:, to_ours].cpu().numpy()
+        return probs, encoded.truncated

