@@ -145,7 +145,7 @@ def select_pieces(pieces: list[str], scores: np.ndarray, keep_ids: set[int], max
     ascii_words = []
     kept = set(keep_ids) | {i for i, piece in enumerate(pieces) if piece in E5_PREFIX_PIECES}
     for i, piece in enumerate(pieces):
-        if not all(_is_kept_char(ch) for ch in piece):
+        if i in kept or not all(_is_kept_char(ch) for ch in piece):
             continue
         if all(ord(ch) < 0x7F or ch == "\u2581" for ch in piece) and len(piece.strip("\u2581")) > 1:
             ascii_words.append(i)

@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+from model.classifier import ExtortionClassifier, Prediction
+from model.labels import LABELS
+
+
+@pytest.fixture(scope="module")
+def classifier(tiny_model_dir):
+    return ExtortionClassifier.from_pretrained(tiny_model_dir, device="cpu")
+
+
+def test_single_string_gives_one_prediction(classifier):
+    prediction = classifier.predict("不给钱就差评")
+    assert isinstance(prediction, Prediction)
+    assert prediction.label in LABELS
+    assert set(prediction.probabilities) == set(LABELS)
+    assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+    assert prediction.label == max(prediction.probabilities, key=prediction.probabilities.get)
+
+
+def test_batches_sorted_by_length_come_back_in_input_order(classifier):
+    texts = ["在吗", "不给钱就差评" * 5, "好的", "我要投诉你们这个快递太慢了", "退款"]
+    together = classifier.predict_proba(texts, batch_size=2)
+    one_by_one = np.stack([classifier.predict_proba(t) for t in texts])
+    np.testing.assert_allclose(together, one_by_one, atol=1e-5)
+
+
+def test_records_with_context_differ_from_text_alone(classifier):
+    alone = classifier.predict_proba({"text": "钱呢"})
+    with_context = classifier.predict_proba({"text": "钱呢", "context": [{"role": "buyer", "text": "给我转账不然差评"}]})
+    assert not np.allclose(alone, with_context)
+
+
+def test_ids_and_truncation_are_reported(classifier):
+    out = classifier.predict([{"id": "m1", "text": "差" * 500}, {"id": "m2", "text": "好的"}])
+    assert [(p.id, p.truncated) for p in out] == [("m1", True), ("m2", False)]
+
+
+@pytest.mark.parametrize("bad", ["", "   \n", {"text": ""}, {"context": []}])
+def test_empty_or_missing_text_is_an_error_not_a_guess(classifier, bad):
+    with pytest.raises(ValueError, match="text"):
+        classifier.predict(bad)
+
+
+def test_model_with_other_labels_is_refused(tmp_path):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from tests.conftest import tiny_tokenizer
+
+    config = BertConfig(vocab_size=80, hidden_size=16, num_hidden_layers=1, num_attention_heads=1, intermediate_size=16, num_labels=2)
+    with pytest.raises(ValueError, match="not the expected"):
+        ExtortionClassifier(BertForSequenceClassification(config), tiny_tokenizer(), device="cpu")

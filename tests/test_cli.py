@@ -1,0 +1,65 @@
+import io
+import json
+
+import pytest
+
+from serve.cli import main, parse_turn
+from tests.conftest import write_jsonl
+
+
+def run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_predict_one_message_with_context(tiny_model_dir, capsys):
+    code, out, _ = run(["predict", "钱呢", "--context", "buyer:给我转账", "--context", "卖家：不行", "--model", str(tiny_model_dir)], capsys)
+    assert code == 0
+    result = json.loads(out)
+    assert result["label"] in result["probabilities"] and result["truncated"] is False
+
+
+def test_predict_file_writes_one_line_per_input_with_ids(tiny_model_dir, tmp_path, capsys):
+    source = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "text": "在吗"}, {"id": "b", "text": "不给钱就差评", "context": [{"role": "seller", "text": "亲"}]}])
+    target = tmp_path / "out.jsonl"
+    code, _, _ = run(["predict", "--input", str(source), "--output", str(target), "--model", str(tiny_model_dir)], capsys)
+    assert code == 0
+    lines = [json.loads(line) for line in target.read_text().splitlines()]
+    assert [line["id"] for line in lines] == ["a", "b"]
+
+
+def test_predict_reads_stdin(tiny_model_dir, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"id": "s1", "text": "发货了吗"}\n'))
+    code, out, _ = run(["predict", "--model", str(tiny_model_dir)], capsys)
+    assert code == 0 and json.loads(out)["id"] == "s1"
+
+
+@pytest.mark.parametrize("text", ["", "   "])
+def test_empty_message_exits_2(tiny_model_dir, capsys, text):
+    code, out, err = run(["predict", text, "--model", str(tiny_model_dir)], capsys)
+    assert code == 2 and out == "" and "empty" in err
+
+
+def test_bad_lines_stop_before_any_work(tiny_model_dir, tmp_path, capsys):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "在吗"}\n{"text": ""}\n{"txt": "x"}\n', encoding="utf-8")
+    target = tmp_path / "out.jsonl"
+    code, _, err = run(["predict", "--input", str(source), "--output", str(target), "--model", str(tiny_model_dir)], capsys)
+    assert code == 2 and not target.exists()
+    assert f"{source}:2: 'text' is empty" in err and f"{source}:3: missing field 'text'" in err
+
+
+def test_context_turn_syntax():
+    assert parse_turn("买家：给钱").role == "buyer"
+    assert parse_turn("seller: ok").text == " ok"
+    with pytest.raises(Exception, match="ROLE:TEXT"):
+        parse_turn("admin: hi")
+
+
+def test_eval_writes_report(tiny_model_dir, tmp_path, capsys):
+    records = [{"id": f"e{i}", "text": t, "label": l} for i, (t, l) in enumerate([("不给钱就差评", "extortion"), ("在吗", "normal"), ("退款", "complaint"), ("不退款就投诉", "coercion")])]
+    data = write_jsonl(tmp_path / "d.jsonl", records)
+    code, out, _ = run(["eval", "--model", str(tiny_model_dir), "--data", str(data), "--split", "all", "--out", str(tmp_path / "r")], capsys)
+    assert code == 0 and "macro-F1" in out
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["n"] == 4

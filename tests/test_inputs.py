@@ -1,0 +1,52 @@
+from model.data_format import Message, Turn
+from model.inputs import encode_messages, format_context, prepare_text
+from tests.conftest import tiny_tokenizer
+
+
+def tokens(tokenizer, ids):
+    return tokenizer.convert_ids_to_tokens(ids)
+
+
+def test_message_without_context_encodes_like_plain_text():
+    tokenizer = tiny_tokenizer()
+    batch = encode_messages(tokenizer, [Message("不给钱就差评")], max_length=64)
+    assert batch.input_ids[0] == tokenizer("不给钱就差评")["input_ids"]
+    assert batch.truncated == [False]
+
+
+def test_context_is_the_second_segment_with_role_markers():
+    tokenizer = tiny_tokenizer()
+    message = Message("我要钱", (Turn("buyer", "给钱"), Turn("seller", "好的")))
+    assert format_context(message.context) == "买家:给钱 卖家:好的"
+    ids = encode_messages(tokenizer, [message], max_length=64).input_ids[0]
+    text = "".join(tokens(tokenizer, ids))
+    assert text.index("我要钱") < text.index("买家") < text.index("卖家")
+
+
+def test_context_loses_its_oldest_tokens_first():
+    tokenizer = tiny_tokenizer()
+    old, recent = Turn("buyer", "老" * 30), Turn("seller", "发货了")
+    batch = encode_messages(tokenizer, [Message("好的", (old, recent))], max_length=20)
+    kept = tokens(tokenizer, batch.input_ids[0])
+    assert len(kept) == 20
+    assert kept[-4:-1] == ["发", "货", "了"] and "好" in kept[:4]
+    assert batch.truncated == [False]  # only the context was cut
+
+
+def test_long_message_is_cut_to_the_window_and_flagged():
+    tokenizer = tiny_tokenizer()
+    batch = encode_messages(tokenizer, [Message("差" * 100, (Turn("buyer", "在吗"),)), Message("在吗")], max_length=16)
+    assert len(batch.input_ids[0]) == 16
+    assert batch.truncated == [True, False]
+
+
+def test_padded_arrays_mask_the_padding():
+    tokenizer = tiny_tokenizer()
+    arrays = encode_messages(tokenizer, [Message("在吗"), Message("不给钱就差评")], 64).padded(tokenizer.pad_token_id)
+    assert arrays["input_ids"].shape == arrays["attention_mask"].shape
+    assert arrays["attention_mask"][0].sum() < arrays["attention_mask"][1].sum()
+    assert (arrays["input_ids"][0][arrays["attention_mask"][0] == 0] == tokenizer.pad_token_id).all()
+
+
+def test_prepare_text_collapses_whitespace():
+    assert prepare_text("  不给钱\n\n就\t差评 ") == "不给钱 就 差评"
