@@ -34,7 +34,7 @@ def write_model_card(out: Path, config: TrainConfig, summary: dict) -> None:
         "",
         "```python",
         "from model import ExtortionClassifier",
-        f'clf = ExtortionClassifier.from_pretrained("{out}")',
+        "clf = ExtortionClassifier.from_pretrained(\"path/to/this/folder\")  # no argument: the shipped default",
         'clf.predict({"text": "钱呢？", "context": [{"role": "buyer", "text": "给我转500，不然差评"}]})',
         "```",
         "",
