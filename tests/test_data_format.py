@@ -88,9 +88,3 @@ def test_cli_validate_reports_and_exits_non_zero(tmp_path, capsys):
 def test_cli_validate_missing_file(tmp_path, capsys):
     assert main(["data", "validate", str(tmp_path / "nope.jsonl")]) == 1
     assert "nope.jsonl:0: cannot read" in capsys.readouterr().err
-
-
-def test_shipped_annotations_are_valid():
-    messages = read_messages(["data/annotations/messages"], require_label=True)
-    assert len(messages) >= 1500
-    assert {m.label for m in messages} == {"extortion", "coercion", "complaint", "normal"}

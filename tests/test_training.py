@@ -7,7 +7,6 @@ from model.classifier import ExtortionClassifier
 from model.data_format import InvalidDataError
 from model.labels import LABELS
 from tests.conftest import CHARS, write_jsonl
-from training.data import group_of, load_splits, split_of
 from training.trainer import class_weights, train
 from training.training_args import TrainConfig
 
@@ -24,17 +23,6 @@ def synthetic_records(n=120, seed=0):
     return records
 
 
-def test_conversations_stay_in_one_split(tmp_path):
-    records = [{"id": f"c{c}#{t}", "text": "在吗", "label": "normal"} for c in range(50) for t in range(3)]
-    splits = load_splits([write_jsonl(tmp_path / "d.jsonl", records)])
-    for name, messages in splits.items():
-        for m in messages:
-            assert split_of(m) == name
-    groups = {name: {group_of(m) for m in messages} for name, messages in splits.items()}
-    assert not (groups["train"] & groups["dev"]) and not (groups["train"] & groups["test"])
-    assert all(groups.values())
-
-
 def test_balanced_class_weights_favour_rare_labels():
     weights = class_weights(["normal"] * 6 + ["extortion"] * 2, "balanced").tolist()
     assert weights[LABELS.index("extortion")] > weights[LABELS.index("normal")]
@@ -43,8 +31,12 @@ def test_balanced_class_weights_favour_rare_labels():
 
 def test_training_writes_a_standard_model_folder(tmp_path, tiny_model_dir):
     data = write_jsonl(tmp_path / "train.jsonl", synthetic_records())
+    challenge = write_jsonl(tmp_path / "hard.jsonl", [{**r, "id": f"ch-{i}"} for i, r in enumerate(synthetic_records(8, seed=1))])
+    (tmp_path / "reviews.txt").write_text("\n".join(f"好评{i}快递很快" for i in range(30)), encoding="utf-8")
+    sources = tmp_path / "sources.json"
+    sources.write_text(json.dumps({"sources": [{"name": "reviews", "path": "reviews.txt", "weak_label": "normal", "train_lines": 10}]}), encoding="utf-8")
     out = tmp_path / "model"
-    config = TrainConfig(data=[str(data)], base=str(tiny_model_dir), out=str(out), epochs=10, early_stopping_patience=10, batch_size=16, learning_rate=1e-3, max_length=32, device="cpu", precision="fp32")
+    config = TrainConfig(data=[str(data)], frozen_test=None, challenge=[str(challenge)], sources=str(sources), base=str(tiny_model_dir), out=str(out), epochs=10, early_stopping_patience=10, batch_size=16, learning_rate=1e-3, max_length=32, device="cpu", precision="fp32")
     summary = train(config)
 
     assert (out / "model.safetensors").exists() and not list(out.glob("*.bin"))
@@ -58,6 +50,9 @@ def test_training_writes_a_standard_model_folder(tmp_path, tiny_model_dir):
     assert "| extortion |" in card and "macro" in card and str(tiny_model_dir) in card
     assert summary["counts"]["train"]["normal"] > 0 and summary["dev"]["n"] > 0
     assert summary["dev"]["macro_f1"] > 0.25  # better than chance on separable synthetic data
+    assert summary["challenges"]["hard"]["n"] == 8 and (out / "eval" / "challenge-hard" / "report.md").exists()
+    held_out = summary["external_extortion_rate"]["reviews"]
+    assert 0 < held_out["n"] < 30 and 0.0 <= held_out["rate"] <= 1.0  # the rest of the 30 lines trained
 
     from transformers import pipeline
 
@@ -72,5 +67,5 @@ def test_training_refuses_invalid_data_with_file_and_line(tmp_path, tiny_model_d
     records[4]["label"] = "threat"
     data = write_jsonl(tmp_path / "bad.jsonl", records)
     with pytest.raises(InvalidDataError, match=rf"{data}:5: 'label' must be one of"):
-        train(TrainConfig(data=[str(data)], base=str(tiny_model_dir), out=str(tmp_path / "m"), device="cpu"))
+        train(TrainConfig(data=[str(data)], frozen_test=None, challenge=[], sources=None, base=str(tiny_model_dir), out=str(tmp_path / "m"), device="cpu"))
     assert not (tmp_path / "m").exists()

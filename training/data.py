@@ -1,41 +1,76 @@
-"""Labelled messages: reading, splitting into train/dev/test, and turning into ``datasets``."""
+"""Labelled messages for training and evaluation: corpus splits, challenge sets, external text."""
 
 from __future__ import annotations
 
-import hashlib
+import logging
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from datasets import Dataset
 
-from model.data_format import Message, read_messages
+from model.data_format import Message, expand_paths, read_messages
 from model.inputs import encode_messages
 from model.labels import LABEL2ID, LABELS
 
+from .sources import load_sources
+from .splits import assign_splits, read_frozen_test
+
+log = logging.getLogger(__name__)
 SPLITS = ("train", "dev", "test")
-# Percent of conversation groups per split; the hash decides, so a group never moves.
-SPLIT_SHARES = {"train": 80, "dev": 10, "test": 10}
 
 
-def group_of(message: Message) -> str:
-    """Messages of one conversation share the id part before ``#`` and stay in one split."""
-    return (message.id or message.text).split("#", 1)[0]
+@dataclass
+class Corpus:
+    """Everything one run trains and evaluates on."""
+
+    train: list[Message] = field(default_factory=list)
+    dev: list[Message] = field(default_factory=list)
+    test: list[Message] = field(default_factory=list)
+    challenges: dict[str, list[Message]] = field(default_factory=dict)
+    """Challenge set name (file stem) -> its messages; never trained on."""
+    external_held_out: dict[str, list[Message]] = field(default_factory=dict)
+    """External source name -> the lines not used for training (false-positive estimates)."""
+    excluded: list[Message] = field(default_factory=list)
+    """Corpus messages left out of training because they near-duplicate a challenge message."""
+
+    def labelled(self) -> tuple[list[Message], list[str]]:
+        """The corpus messages (no external text, no challenge sets) and the split of each."""
+        parts = [("train", [m for m in self.train if not (m.source or "").startswith("external:")]), ("dev", self.dev), ("test", self.test), ("excluded", self.excluded)]
+        return [m for _, ms in parts for m in ms], [name for name, ms in parts for _ in ms]
 
 
-def split_of(message: Message) -> str:
-    """``train``, ``dev`` or ``test``, from a stable hash of the message's group."""
-    bucket = int(hashlib.sha1(group_of(message).encode("utf-8")).hexdigest(), 16) % 100
-    if bucket < SPLIT_SHARES["train"]:
-        return "train"
-    return "dev" if bucket < SPLIT_SHARES["train"] + SPLIT_SHARES["dev"] else "test"
+def load_corpus(
+    paths: Sequence[str],
+    frozen_test: str | None = None,
+    challenge_paths: Sequence[str] = (),
+    sources: str | None = None,
+    relabels: str | None = None,
+) -> Corpus:
+    """Read and validate labelled data (raising on any bad line), then split it.
 
-
-def load_splits(paths: Sequence[str]) -> dict[str, list[Message]]:
-    """Read and validate labelled data (raising on any bad line), then split it by group."""
-    splits = {name: [] for name in SPLITS}
-    for message in read_messages(paths, require_label=True):
-        splits[split_of(message)].append(message)
-    return splits
+    ``frozen_test`` names the committed list of test ids (absent or None: 10% of
+    groups by hash). External sources add their training sample to ``train`` only.
+    """
+    messages = read_messages(paths, require_label=True)
+    corpus = Corpus()
+    for path in expand_paths(challenge_paths):
+        corpus.challenges[Path(path).stem] = read_messages([path], require_label=True)
+    challenge_messages = [m for challenge in corpus.challenges.values() for m in challenge]
+    everything = messages + challenge_messages
+    duplicate_ids = [i for i, n in Counter(m.id for m in everything).items() if n > 1]
+    if duplicate_ids:
+        raise ValueError(f"ids used both in the corpus and a challenge set: {duplicate_ids[:5]}")
+    splits = assign_splits(everything, read_frozen_test(frozen_test) if frozen_test else None, frozenset(m.id for m in challenge_messages))
+    for message, split in zip(messages, splits):
+        getattr(corpus, split).append(message)
+    if sources and Path(sources).exists():
+        for name, (sample, held_out) in load_sources(sources, relabels).items():
+            corpus.train.extend(sample)
+            if held_out:
+                corpus.external_held_out[name] = held_out
+    return corpus
 
 
 def label_counts(messages: Sequence[Message]) -> dict[str, int]:
@@ -44,9 +79,9 @@ def label_counts(messages: Sequence[Message]) -> dict[str, int]:
 
 
 def to_dataset(messages: Sequence[Message], tokenizer, max_length: int) -> Dataset:
-    """Tokenised ``datasets.Dataset`` with ``input_ids``, ``token_type_ids`` and ``labels``."""
+    """Tokenised ``datasets.Dataset`` with ``input_ids``, ``token_type_ids``, ``labels`` and ``length``."""
     encoded = encode_messages(tokenizer, messages, max_length)
-    columns = {"input_ids": encoded.input_ids, "labels": [LABEL2ID[m.label] for m in messages]}
+    columns = {"input_ids": encoded.input_ids, "labels": [LABEL2ID[m.label] for m in messages], "length": [len(i) for i in encoded.input_ids]}
     if "token_type_ids" in tokenizer.model_input_names:
         columns["token_type_ids"] = encoded.token_type_ids
     return Dataset.from_dict(columns)

@@ -143,3 +143,12 @@ def evaluate(classifier, messages, out_dir: str | Path, title: str = "Evaluation
     probs = classifier.predict_proba(messages, batch_size=batch_size)
     y_true = np.array([LABEL2ID[m.label] for m in messages])
     return write_report(y_true, probs, out_dir, title, target_precision)
+
+
+def extortion_rate(classifier, messages, batch_size: int = 128) -> dict:
+    """Share of messages predicted ``extortion``: on text known not to be extortion, a false-positive rate."""
+    if not messages:
+        return {"n": 0, "extortion": 0, "rate": 0.0}
+    labels = classifier.predict_proba(messages, batch_size=batch_size).argmax(axis=1)
+    flagged = int((labels == LABEL2ID["extortion"]).sum())
+    return {"n": len(messages), "extortion": flagged, "rate": flagged / len(messages)}

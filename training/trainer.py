@@ -14,8 +14,8 @@ import torch
 from model.classifier import ExtortionClassifier, resolve_device
 from model.labels import ID2LABEL, LABEL2ID, LABELS
 
-from .data import label_counts, load_splits, to_dataset
-from .evaluate import compute_metrics, evaluate
+from .data import label_counts, load_corpus, to_dataset
+from .evaluate import compute_metrics, evaluate, extortion_rate
 from .model_card import write_model_card
 from .training_args import TrainConfig
 
@@ -57,10 +57,10 @@ def train(config: TrainConfig) -> dict:
 
     set_seed(config.seed)
     device = resolve_device(config.device)
-    splits = load_splits(config.data)
-    train_messages = splits["train"][: config.max_train_samples]
-    dev_messages = splits["dev"][: config.max_eval_samples]
-    test_messages = splits["test"][: config.max_eval_samples]
+    corpus = load_corpus(config.data, config.frozen_test, config.challenge, config.sources, config.relabels)
+    train_messages = corpus.train[: config.max_train_samples]
+    dev_messages = corpus.dev[: config.max_eval_samples]
+    test_messages = corpus.test[: config.max_eval_samples]
     if not train_messages or not dev_messages:
         raise ValueError(f"need training and dev messages; got {len(train_messages)} train, {len(dev_messages)} dev")
 
@@ -102,6 +102,7 @@ def train(config: TrainConfig) -> dict:
         greater_is_better=True,
         logging_strategy="epoch",
         report_to="none",
+        train_sampling_strategy="group_by_length",  # batches of similar length pad little
         seed=config.seed,
         use_cpu=device.type == "cpu",
         bf16=bf16,
@@ -137,10 +138,15 @@ def train(config: TrainConfig) -> dict:
         "epochs_run": round(float(result.metrics.get("epoch", 0.0)), 2),
         "best_dev_macro_f1": trainer.state.best_metric,
         "counts": {name: label_counts(msgs) for name, msgs in (("train", train_messages), ("dev", dev_messages), ("test", test_messages))},
+        "excluded_near_challenge": len(corpus.excluded),
         "dev": evaluate(classifier, dev_messages, out / "eval" / "dev", "Dev split"),
     }
     if test_messages:
         summary["test"] = evaluate(classifier, test_messages, out / "eval" / "test", "Test split")
+    for name, messages in corpus.challenges.items():
+        summary.setdefault("challenges", {})[name] = evaluate(classifier, messages[: config.max_eval_samples], out / "eval" / f"challenge-{name}", f"Challenge set {name}")
+    for name, messages in corpus.external_held_out.items():
+        summary.setdefault("external_extortion_rate", {})[name] = extortion_rate(classifier, messages[: config.max_eval_samples])
     (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / "train_metrics.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     write_model_card(out, config, summary)

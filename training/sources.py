@@ -1,0 +1,124 @@
+"""Real text that others wrote, loaded at training time from where it lives, never copied here.
+
+``data/annotations/sources.json`` lists each source: where it lives (a file inside
+an installed package, or a path), its format, the weak label its lines get, the
+filters, and how many lines feed training (chosen by a stable hash of the line
+number, so the rest stays unseen for estimating false positives).
+``data/annotations/relabels.jsonl`` holds manual relabels by source and line.
+A missing source is skipped with a warning: training works without them.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.util
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.data_format import Message
+from model.labels import LABELS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One external corpus as ``sources.json`` describes it."""
+
+    name: str
+    weak_label: str
+    path: str
+    package: str | None = None
+    column: str | None = None
+    min_chars: int = 4
+    max_chars: int = 300
+    train_lines: int = 0
+    license: str = ""
+
+    def location(self) -> Path | None:
+        """The file on this machine, or None when it is not there."""
+        if self.package is None:
+            path = Path(self.path)
+        else:
+            spec = importlib.util.find_spec(self.package)
+            if spec is None or not spec.submodule_search_locations:
+                return None
+            path = Path(spec.submodule_search_locations[0]) / self.path
+        return path if path.exists() else None
+
+
+def read_sources(config_path: str | Path) -> list[Source]:
+    """Parse ``sources.json``; a relative ``path`` without ``package`` is relative to the file's folder."""
+    config = json.loads(Path(config_path).read_text(encoding="utf-8"))
+    sources = []
+    for entry in config["sources"]:
+        if entry.get("package") is None and not Path(entry["path"]).is_absolute():
+            entry = {**entry, "path": str(Path(config_path).parent / entry["path"])}
+        sources.append(Source(**entry))
+    for source in sources:
+        if source.weak_label not in LABELS:
+            raise ValueError(f"{config_path}: source {source.name!r} has weak_label {source.weak_label!r}, not one of {list(LABELS)}")
+    return sources
+
+
+def read_relabels(path: str | Path) -> dict[tuple[str, int], str]:
+    """``(source, line) -> label`` from the committed relabel list (empty when absent)."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    relabels = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            entry = json.loads(line)
+            if entry["label"] not in LABELS:
+                raise ValueError(f"{path}:{number}: label {entry['label']!r} is not one of {list(LABELS)}")
+            relabels[(entry["source"], int(entry["line"]))] = entry["label"]
+    return relabels
+
+
+def _raw_lines(source: Source, path: Path):
+    if source.column is None:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for number, line in enumerate(handle, start=1):
+                yield number, line.strip()
+    else:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            for number, row in enumerate(csv.DictReader(handle), start=2):  # line 1 is the header
+                yield number, (row.get(source.column) or "").strip()
+
+
+def in_training_sample(source: Source, line: int, total: int) -> bool:
+    """Whether a line feeds training: a stable hash picks about ``train_lines`` of ``total``."""
+    if source.train_lines <= 0 or total == 0:
+        return False
+    bucket = int(hashlib.sha1(f"{source.name}:{line}".encode()).hexdigest(), 16) % 1_000_000
+    return bucket < 1_000_000 * source.train_lines / total
+
+
+def load_source(source: Source, relabels: dict[tuple[str, int], str]) -> tuple[list[Message], list[Message]]:
+    """``(training sample, held-out rest)`` of one source, filtered and relabelled; both empty when absent."""
+    path = source.location()
+    if path is None:
+        log.warning("source %s is not on this machine (%s); skipped", source.name, source.package or source.path)
+        return [], []
+    kept, seen = [], set()
+    for number, text in _raw_lines(source, path):
+        if not (source.min_chars <= len(text) <= source.max_chars) or text in seen:
+            continue
+        seen.add(text)
+        label = relabels.get((source.name, number), source.weak_label)
+        kept.append(Message(text, id=f"{source.name}:{number}", label=label, source=f"external:{source.name}", tags=("weak-label",)))
+    train, held_out = [], []
+    for message in kept:
+        line = int(message.id.rsplit(":", 1)[1])
+        (train if in_training_sample(source, line, len(kept)) else held_out).append(message)
+    return train, held_out
+
+
+def load_sources(config_path: str | Path, relabels_path: str | Path | None = None) -> dict[str, tuple[list[Message], list[Message]]]:
+    """Every source in the list: name -> (training sample, held-out rest)."""
+    relabels = read_relabels(relabels_path) if relabels_path else {}
+    return {source.name: load_source(source, relabels) for source in read_sources(config_path)}
