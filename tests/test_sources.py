@@ -11,6 +11,7 @@ def test_sources_are_filtered_relabelled_and_split(tmp_path):
         {"name": "reviews", "path": "reviews.txt", "weak_label": "complaint", "min_chars": 3, "train_lines": 10},
         {"name": "abuse", "path": "abuse.csv", "column": "TEXT", "weak_label": "normal", "min_chars": 3},
         {"name": "absent", "package": "no_such_package_here", "path": "x.txt", "weak_label": "normal"},
+        {"name": "capped", "path": "reviews.txt", "weak_label": "complaint", "min_chars": 3, "held_out_lines": 5},
     ]}
     (tmp_path / "sources.json").write_text(json.dumps(config), encoding="utf-8")
     (tmp_path / "relabels.jsonl").write_text(json.dumps({"source": "reviews", "line": 3, "label": "normal", "note": "not a complaint"}) + "\n", encoding="utf-8")
@@ -25,3 +26,4 @@ def test_sources_are_filtered_relabelled_and_split(tmp_path):
     assert all(m.source == "external:reviews" for m in everything)
     assert loaded["abuse"][0] == [] and [m.id for m in loaded["abuse"][1]] == ["abuse:2"]  # CSV line 2, below the header
     assert loaded["absent"] == ([], [])
+    assert loaded["capped"][0] == [] and [m.id for m in loaded["capped"][1]] == ["capped:2", "capped:3", "capped:5", "capped:6", "capped:7"]

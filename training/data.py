@@ -30,6 +30,8 @@ class Corpus:
     test: list[Message] = field(default_factory=list)
     challenges: dict[str, list[Message]] = field(default_factory=dict)
     """Challenge set name (file stem) -> its messages; never trained on."""
+    external_train: dict[str, list[Message]] = field(default_factory=dict)
+    """External source name -> its weak-labelled training sample (kept apart from ``train``)."""
     external_held_out: dict[str, list[Message]] = field(default_factory=dict)
     """External source name -> the lines not used for training (false-positive estimates)."""
     excluded: list[Message] = field(default_factory=list)
@@ -37,7 +39,7 @@ class Corpus:
 
     def labelled(self) -> tuple[list[Message], list[str]]:
         """The corpus messages (no external text, no challenge sets) and the split of each."""
-        parts = [("train", [m for m in self.train if not (m.source or "").startswith("external:")]), ("dev", self.dev), ("test", self.test), ("excluded", self.excluded)]
+        parts = [("train", self.train), ("dev", self.dev), ("test", self.test), ("excluded", self.excluded)]
         return [m for _, ms in parts for m in ms], [name for name, ms in parts for _ in ms]
 
 
@@ -51,7 +53,7 @@ def load_corpus(
     """Read and validate labelled data (raising on any bad line), then split it.
 
     ``frozen_test`` names the committed list of test ids (absent or None: 10% of
-    groups by hash). External sources add their training sample to ``train`` only.
+    groups by hash). External sources' training samples are kept in ``external_train``.
     """
     messages = read_messages(paths, require_label=True)
     corpus = Corpus()
@@ -67,7 +69,8 @@ def load_corpus(
         getattr(corpus, split).append(message)
     if sources and Path(sources).exists():
         for name, (sample, held_out) in load_sources(sources, relabels).items():
-            corpus.train.extend(sample)
+            if sample:
+                corpus.external_train[name] = sample
             if held_out:
                 corpus.external_held_out[name] = held_out
     return corpus
@@ -78,9 +81,9 @@ def label_counts(messages: Sequence[Message]) -> dict[str, int]:
     return {label: counts.get(label, 0) for label in LABELS}
 
 
-def to_dataset(messages: Sequence[Message], tokenizer, max_length: int) -> Dataset:
+def to_dataset(messages: Sequence[Message], tokenizer, max_length: int, text_preparation: str) -> Dataset:
     """Tokenised ``datasets.Dataset`` with ``input_ids``, ``token_type_ids``, ``labels`` and ``length``."""
-    encoded = encode_messages(tokenizer, messages, max_length)
+    encoded = encode_messages(tokenizer, messages, max_length, text_preparation)
     columns = {"input_ids": encoded.input_ids, "labels": [LABEL2ID[m.label] for m in messages], "length": [len(i) for i in encoded.input_ids]}
     if "token_type_ids" in tokenizer.model_input_names:
         columns["token_type_ids"] = encoded.token_type_ids

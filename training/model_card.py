@@ -42,14 +42,22 @@ def write_model_card(out: Path, config: TrainConfig, summary: dict) -> None:
         "",
         "## Data",
         "",
-        f"Labelled messages from {', '.join(f'`{p}`' for p in config.data)}, split by conversation group (hash of the id before `#`).",
+        f"Labelled messages from {', '.join(f'`{p}`' for p in config.data)}, split by group (a conversation with its near-duplicates); "
+        f"the test split is the frozen list `{config.frozen_test}`. Challenge sets: {', '.join(f'`{p}`' for p in config.challenge) or 'none'}.",
         "",
         "| split | " + " | ".join(LABELS) + " | total |",
         "|---|" + "---|" * (len(LABELS) + 1),
     ]
     for split, by_label in counts.items():
         lines.append(f"| {split} | " + " | ".join(str(by_label[label]) for label in LABELS) + f" | {sum(by_label.values())} |")
+    lines.append("")
+    for name, by_label in summary.get("external_train", {}).items():
+        lines.append(f"- plus {sum(by_label.values())} weak-labelled lines of external source `{name}` in training: "
+                     + ", ".join(f"{label} {n}" for label, n in by_label.items() if n))
+    if summary.get("augmented"):
+        lines.append(f"- plus {summary['augmented']} disguised copies of training messages (evasion families, share {config.augment_share})")
     lines += [
+        f"- texts go through the `{config.text_preparation}` text preparation (`model/inputs.py`)",
         "",
         "## Training",
         "",
@@ -63,6 +71,22 @@ def write_model_card(out: Path, config: TrainConfig, summary: dict) -> None:
     for split in ("test", "dev"):
         if split in summary:
             lines += [f"## {split.capitalize()} metrics", "", metrics_table(summary[split]), ""]
+    if summary.get("challenges"):
+        lines += ["## Challenge sets (never trained on)", "", "| set | n | macro-F1 | extortion F1 | accuracy |", "|---|---|---|---|---|"]
+        for name, m in summary["challenges"].items():
+            ext = m["per_class"]["extortion"]
+            ext_f1 = f"{ext['f1']:.3f}" if ext["support"] else "— (none)"
+            lines.append(f"| {name} | {m['n']} | {m['macro_f1']:.3f} | {ext_f1} | {m['accuracy']:.3f} |")
+        lines += ["", "Macro-F1 averages over all four labels, so it is low by construction on sets that hold only some of them; read accuracy and extortion F1 there.", ""]
+    if summary.get("robustness"):
+        from .robustness import robustness_table
+
+        lines += ["## Robustness to evasion (test split)", "", robustness_table(summary["robustness"]), ""]
+    if summary.get("external_extortion_rate"):
+        lines += ["## Extortion rate on real text (held-out lines, none of it extortion)", "", "| source | lines | predicted extortion | rate |", "|---|---|---|---|"]
+        for name, r in summary["external_extortion_rate"].items():
+            lines.append(f"| {name} | {r['n']} | {r['extortion']} | {100 * r['rate']:.2f}% |")
+        lines.append("")
     lines += [
         "## Limits",
         "",

@@ -36,6 +36,8 @@ class Source:
     min_chars: int = 4
     max_chars: int = 300
     train_lines: int = 0
+    held_out_lines: int | None = None
+    """At most this many of the remaining lines are kept for false-positive estimates (None: all)."""
     license: str = ""
 
     def location(self) -> Path | None:
@@ -115,7 +117,7 @@ def load_source(source: Source, relabels: dict[tuple[str, int], str]) -> tuple[l
     for message in kept:
         line = int(message.id.rsplit(":", 1)[1])
         (train if in_training_sample(source, line, len(kept)) else held_out).append(message)
-    return train, held_out
+    return train, held_out[: source.held_out_lines]
 
 
 def load_sources(config_path: str | Path, relabels_path: str | Path | None = None) -> dict[str, tuple[list[Message], list[Message]]]:

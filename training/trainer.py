@@ -16,6 +16,8 @@ from model.labels import ID2LABEL, LABEL2ID, LABELS
 
 from .data import label_counts, load_corpus, to_dataset
 from .evaluate import compute_metrics, evaluate, extortion_rate
+from .perturb import augment
+from .robustness import robustness, write_robustness
 from .model_card import write_model_card
 from .training_args import TrainConfig
 
@@ -58,7 +60,9 @@ def train(config: TrainConfig) -> dict:
     set_seed(config.seed)
     device = resolve_device(config.device)
     corpus = load_corpus(config.data, config.frozen_test, config.challenge, config.sources, config.relabels)
-    train_messages = corpus.train[: config.max_train_samples]
+    external = [m for sample in corpus.external_train.values() for m in sample]
+    train_messages = (corpus.train + external)[: config.max_train_samples]
+    disguised = augment(train_messages, config.augment_share, config.seed)
     dev_messages = corpus.dev[: config.max_eval_samples]
     test_messages = corpus.test[: config.max_eval_samples]
     if not train_messages or not dev_messages:
@@ -68,8 +72,8 @@ def train(config: TrainConfig) -> dict:
     model = AutoModelForSequenceClassification.from_pretrained(
         config.base, num_labels=len(LABELS), id2label=ID2LABEL, label2id=LABEL2ID, use_safetensors=True, dtype=torch.float32
     )
-    train_set = to_dataset(train_messages, tokenizer, config.max_length)
-    dev_set = to_dataset(dev_messages, tokenizer, config.max_length)
+    train_set = to_dataset(train_messages + disguised, tokenizer, config.max_length, config.text_preparation)
+    dev_set = to_dataset(dev_messages, tokenizer, config.max_length, config.text_preparation)
     weights = class_weights([m.label for m in train_messages], config.class_weighting)
 
     def weighted_loss(outputs, labels, num_items_in_batch=None):
@@ -125,6 +129,7 @@ def train(config: TrainConfig) -> dict:
 
     trained = trainer.model.to("cpu")
     trained.config.extortion_guard_max_length = config.max_length
+    trained.config.extortion_guard_text_preparation = config.text_preparation
     trained.config.extortion_guard_version = out.name
     save_model(trained, tokenizer, out, config.save_dtype)
     shutil.rmtree(checkpoints, ignore_errors=True)
@@ -137,12 +142,16 @@ def train(config: TrainConfig) -> dict:
         "train_seconds": round(train_seconds, 1),
         "epochs_run": round(float(result.metrics.get("epoch", 0.0)), 2),
         "best_dev_macro_f1": trainer.state.best_metric,
-        "counts": {name: label_counts(msgs) for name, msgs in (("train", train_messages), ("dev", dev_messages), ("test", test_messages))},
+        "counts": {name: label_counts(msgs) for name, msgs in (("train", corpus.train), ("dev", dev_messages), ("test", test_messages))},
+        "external_train": {name: label_counts(sample) for name, sample in corpus.external_train.items()},
         "excluded_near_challenge": len(corpus.excluded),
+        "augmented": len(disguised),
         "dev": evaluate(classifier, dev_messages, out / "eval" / "dev", "Dev split"),
     }
     if test_messages:
         summary["test"] = evaluate(classifier, test_messages, out / "eval" / "test", "Test split")
+        summary["robustness"] = robustness(classifier, test_messages, config.seed)
+        write_robustness(summary["robustness"], out / "eval" / "test", "Robustness on the test split")
     for name, messages in corpus.challenges.items():
         summary.setdefault("challenges", {})[name] = evaluate(classifier, messages[: config.max_eval_samples], out / "eval" / f"challenge-{name}", f"Challenge set {name}")
     for name, messages in corpus.external_held_out.items():
