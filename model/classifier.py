@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .data_format import Message, message_from_json
-from .inputs import encode_messages
+from .inputs import encode_messages, preparation
 from .labels import LABELS
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
@@ -64,6 +64,9 @@ class ExtortionClassifier:
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.max_length = min(max_length, model.config.max_position_embeddings)
+        # Models trained before text preparation existed (and foreign checkpoints) saw whitespace-collapsed text.
+        self.text_preparation = getattr(model.config, "extortion_guard_text_preparation", "whitespace")
+        self.prepare = preparation(self.text_preparation)
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         if sorted(labels) != sorted(LABELS):
             raise ValueError(f"model labels {labels} are not the expected {list(LABELS)}")
@@ -107,7 +110,7 @@ class ExtortionClassifier:
     @torch.inference_mode()
     def _run(self, messages: Sequence[Message], batch_size: int) -> tuple[np.ndarray, list[bool]]:
         # Sort by length so each batch pads little, then put rows back in input order.
-        encoded = encode_messages(self.tokenizer, messages, self.max_length)
+        encoded = encode_messages(self.tokenizer, messages, self.max_length, self.text_preparation)
         order = np.argsort([len(ids) for ids in encoded.input_ids], kind="stable")
         probs = np.zeros((len(messages), len(LABELS)), dtype=np.float32)
         to_ours = [self.labels.index(label) for label in LABELS]

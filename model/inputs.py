@@ -1,7 +1,9 @@
 """Turning messages into model inputs, identically in training, evaluation and prediction.
 
-The message is the first segment and its context the second, so that a message
-without context encodes exactly like plain text (what ``transformers.pipeline``
+Each text first goes through the model's text preparation (see :mod:`model.text`);
+a model records which one it was trained with, and models from before it existed
+use ``whitespace``. The message is the first segment and its context the second, so
+that a message without context encodes like plain text (what ``transformers.pipeline``
 feeds). The message keeps its tokens up to the window, and is flagged when cut;
 the context fills what is left and loses its oldest tokens first.
 """
@@ -9,25 +11,37 @@ the context fills what is left and loses its oldest tokens first.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from .data_format import Message, Turn
+from .text import prepare_text
 
 ROLE_MARKERS = {"buyer": "买家:", "seller": "卖家:"}
 _WHITESPACE = re.compile(r"\s+")
 
 
-def prepare_text(text: str) -> str:
-    """The text the model sees: whitespace runs (newlines, tabs) become one space."""
+def collapse_whitespace(text: str) -> str:
+    """Whitespace runs (newlines, tabs) become one space."""
     return _WHITESPACE.sub(" ", text).strip()
 
 
-def format_context(turns: Sequence[Turn]) -> str:
+# Name recorded in a model's config -> the function its inputs went through.
+PREPARATIONS: dict[str, Callable[[str], str]] = {"whitespace": collapse_whitespace, "evasion-v1": prepare_text}
+DEFAULT_PREPARATION = "evasion-v1"
+
+
+def preparation(name: str) -> Callable[[str], str]:
+    if name not in PREPARATIONS:
+        raise ValueError(f"unknown text preparation {name!r}; known: {sorted(PREPARATIONS)}")
+    return PREPARATIONS[name]
+
+
+def format_context(turns: Sequence[Turn], prepare: Callable[[str], str] = collapse_whitespace) -> str:
     """Context turns, oldest first, each behind its role marker."""
-    return " ".join(f"{ROLE_MARKERS[t.role]}{prepare_text(t.text)}" for t in turns)
+    return " ".join(f"{ROLE_MARKERS[t.role]}{prepare(t.text)}" for t in turns)
 
 
 @dataclass
@@ -54,13 +68,15 @@ class EncodedBatch:
         return out
 
 
-def encode_messages(tokenizer, messages: Sequence[Message], max_length: int) -> EncodedBatch:
+def encode_messages(tokenizer, messages: Sequence[Message], max_length: int, text_preparation: str = "whitespace") -> EncodedBatch:
     """Encode messages with their context through the fast tokenizer's Rust backend."""
+    prepare = preparation(text_preparation)
     backend = tokenizer.backend_tokenizer
     backend.no_truncation()
     backend.no_padding()
-    texts = backend.encode_batch([prepare_text(m.text) for m in messages], add_special_tokens=False)
-    contexts = backend.encode_batch([format_context(m.context) for m in messages], add_special_tokens=False)
+    # A message that preparation empties (only symbols) is kept as written rather than lost.
+    texts = backend.encode_batch([prepare(m.text) or m.text.strip() for m in messages], add_special_tokens=False)
+    contexts = backend.encode_batch([format_context(m.context, prepare) for m in messages], add_special_tokens=False)
     single_extra = backend.num_special_tokens_to_add(False)
     pair_extra = backend.num_special_tokens_to_add(True)
     batch = EncodedBatch([], [], [])

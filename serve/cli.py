@@ -116,6 +116,13 @@ def cmd_eval(args) -> int:
     classifier = ExtortionClassifier.from_pretrained(args.model, device=args.device)
     metrics = evaluate(classifier, messages, args.out, f"Evaluation of {classifier.version} ({args.split})", args.batch_size, args.target_precision)
     print(f"macro-F1 {metrics['macro_f1']:.3f} on {metrics['n']} messages; report in {args.out}/report.md")
+    if args.robustness:
+        from training.robustness import robustness, robustness_table, write_robustness
+
+        report = robustness(classifier, messages, batch_size=args.batch_size)
+        write_robustness(report, args.out, f"Robustness of {classifier.version} ({args.split})")
+        print(robustness_table(report))
+        print(f"report in {args.out}/robustness.md")
     return 0
 
 
@@ -207,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--target-precision", type=float, default=0.95, help="precision the per-label thresholds must reach")
     evaluation.add_argument("--batch-size", type=int, default=64)
     evaluation.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    evaluation.add_argument("--robustness", action="store_true", help="also score each evasion family against clean text (robustness.md, robustness.png)")
     evaluation.set_defaults(func=cmd_eval)
 
     predict = commands.add_parser("predict", help="classify one message, or a JSON Lines file")

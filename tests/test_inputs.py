@@ -1,5 +1,5 @@
 from model.data_format import Message, Turn
-from model.inputs import encode_messages, format_context, prepare_text
+from model.inputs import collapse_whitespace, encode_messages, format_context
 from tests.conftest import tiny_tokenizer
 
 
@@ -48,5 +48,13 @@ def test_padded_arrays_mask_the_padding():
     assert (arrays["input_ids"][0][arrays["attention_mask"][0] == 0] == tokenizer.pad_token_id).all()
 
 
-def test_prepare_text_collapses_whitespace():
-    assert prepare_text("  不给钱\n\n就\t差评 ") == "不给钱 就 差评"
+def test_whitespace_preparation_collapses_runs():
+    assert collapse_whitespace("  不给钱\n\n就\t差评 ") == "不给钱 就 差评"
+
+
+def test_evasion_preparation_changes_what_the_model_sees():
+    tokenizer = tiny_tokenizer()
+    disguised = Message("不给钱就差＊评")
+    plain = encode_messages(tokenizer, [disguised], 64, "whitespace").input_ids[0]
+    prepared = encode_messages(tokenizer, [disguised], 64, "evasion-v1").input_ids[0]
+    assert prepared == tokenizer("不给钱就差评")["input_ids"] and plain != prepared

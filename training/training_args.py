@@ -51,6 +51,12 @@ class TrainConfig:
     max_length: int = 160
     """Token window for message plus context; the message is kept first, the context loses its oldest tokens."""
 
+    text_preparation: str = "evasion-v1"
+    """How texts are prepared before tokenising (:data:`model.inputs.PREPARATIONS`); recorded in the model's config."""
+
+    augment_share: float = 0.3
+    """Share of training messages (of every label) that also appear disguised by a random evasion family."""
+
     class_weighting: str = "balanced"
     """``balanced`` weighs the loss of each label by n / (labels x count), so rare labels count as much; ``none`` turns it off."""
 

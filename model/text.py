@@ -1,0 +1,157 @@
+"""Text preparation: undo the disguises people use to slip past keyword filters.
+
+The same function runs in training, evaluation, batch and the app; the original
+text is kept and the model sees the prepared text. Steps, in order:
+
+1. Lone surrogates, zero-width, bidirectional and other format or control characters removed.
+2. Unicode NFKC (full-width letters and digits become ASCII); whitespace runs become one space.
+3. Traditional characters converted to simplified (OpenCC ``t2s``).
+4. Emoji that stand for words replaced by the words (💰 → 钱, 🧧 → 红包).
+5. Split characters (拆字) of the words that matter joined again (讠平 → 评).
+6. Symbols and spaces inserted between Chinese characters removed (差*评, 差 评).
+7. The domain lexicon: pinyin (chaping, cha评), initials (cp, hb) and homophones
+   (查评, 洪包) of 差评, 红包, 转账 … replaced by the words. Homophones come from
+   pypinyin's reading of every character, not from a hand list of spellings; a
+   candidate that is itself a common word (威信, 红宝石) is left alone.
+
+The result is idempotent: preparing prepared text changes nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import unicodedata
+
+# The words whose disguises matter here, and the readings people type for them.
+LEXICON = ("差评", "好评", "中评", "红包", "返现", "退款", "转账", "支付宝", "微信", "投诉", "举报", "曝光", "删评", "打款", "收款码")
+# Initials in common use; an initial alone (bare "cp") stands for the word only as a whole token.
+# (hp and bg are left out: HP the brand and "background" are far more common in chat.)
+INITIALS = {"cp": "差评", "hb": "红包", "fx": "返现", "tk": "退款", "zz": "转账", "zfb": "支付宝", "wx": "微信", "vx": "微信", "ts": "投诉", "jb": "举报"}
+EMOJI_WORDS = {"💰": "钱", "💴": "钱", "💵": "钱", "💸": "钱", "🧧": "红包", "👎": "差评", "⭐": "好评", "🌟": "好评", "👍": "好评", "📱": "手机", "☎": "电话", "📞": "电话"}
+# Only splits whose first part is a radical that never stands alone (女子 and 车专 are real words).
+SPLIT_CHARACTERS = {"讠平": "评", "钅戋": "钱", "纟工": "红", "讠斥": "诉", "扌殳": "投", "亻尔": "你", "扌丁": "打", "氵肖": "消", "讠平论": "评论"}
+# Characters people put between Chinese characters to break keywords apart. Not , ! ? ; : ( ):
+# NFKC turns Chinese clause punctuation (，！？) into those, and they carry meaning.
+_INSERTED = r"[\s*\-_.·•~|/\\+=^`'\"#@$%&\[\]{}<>]"
+_CJK = r"[\u3400-\u4dbf\u4e00-\u9fff]"
+_INSERTED_BETWEEN_CJK = re.compile(rf"(?<={_CJK}){_INSERTED}{{1,3}}(?={_CJK})")
+_WHITESPACE = re.compile(r"\s+")
+# Common words (jieba frequency at least this) are never taken for a homophone.
+COMMON_WORD_FREQUENCY = 20
+
+
+@functools.lru_cache(maxsize=1)
+def _format_characters() -> dict[int, None]:
+    # Cf: zero-width and bidi marks; Cc: control characters (\t, \n become spaces first); Cs: surrogates.
+    drop = {}
+    for code in range(0x110000):
+        category = unicodedata.category(chr(code))
+        if category in ("Cf", "Cs") or (category == "Cc" and chr(code) not in "\t\n\r"):
+            drop[code] = None
+    drop[0xFE0F] = None  # emoji variation selector
+    drop[0xFE0E] = None
+    return drop
+
+
+@functools.lru_cache(maxsize=1)
+def _t2s():
+    import opencc
+
+    return opencc.OpenCC("t2s")
+
+
+@functools.lru_cache(maxsize=1)
+def homophone_table() -> dict[str, set[str]]:
+    """Toneless pinyin syllables -> the characters read that way (pypinyin's dictionary)."""
+    from pypinyin.pinyin_dict import pinyin_dict
+
+    by_syllable: dict[str, set[str]] = {}
+    for code, readings in pinyin_dict.items():
+        if 0x4E00 <= code <= 0x9FFF:
+            for reading in readings.split(","):
+                by_syllable.setdefault(_toneless(reading), set()).add(chr(code))
+    return by_syllable
+
+
+def _toneless(reading: str) -> str:
+    # What pypinyin's Style.NORMAL gives: tone marks dropped, ü written v.
+    decomposed = unicodedata.normalize("NFD", reading).replace("u\u0308", "v")
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def syllables(word: str) -> list[str]:
+    """Toneless pinyin syllables of a word."""
+    from pypinyin import Style, lazy_pinyin
+
+    return lazy_pinyin(word, style=Style.NORMAL)
+
+
+@functools.lru_cache(maxsize=1)
+def _lexicon_patterns() -> list[tuple[re.Pattern, str]]:
+    """One regex per word: its homophones in characters, its pinyin, or pinyin mixed with characters."""
+    readings = homophone_table()
+    patterns = []
+    for word in LEXICON:
+        parts = []
+        readings_of_word = syllables(word)
+        for i, (char, syllable) in enumerate(zip(word, readings_of_word)):
+            chars = "".join(sorted(readings.get(syllable, set()) | {char}))
+            # Pinyin at either end may not run into more letters, so "ping" in "shopping" is left alone.
+            before = r"(?<![a-z])" if i == 0 else ""
+            after = r"(?![a-z])" if i == len(readings_of_word) - 1 else ""
+            parts.append(f"(?:[{chars}]|{before}{syllable}{after})")
+        pattern = re.compile(" ?".join(parts), re.IGNORECASE)
+        patterns.append((pattern, word))
+    initials = re.compile(r"(?<![a-z])(" + "|".join(sorted(INITIALS, key=len, reverse=True)) + r")(?![a-z])", re.IGNORECASE)
+    patterns.append((initials, ""))
+    return patterns
+
+
+@functools.lru_cache(maxsize=1)
+def _common_words() -> dict[str, int]:
+    import jieba
+
+    jieba.setLogLevel(60)
+    jieba.initialize()
+    return jieba.dt.FREQ
+
+
+def _is_common_word(text: str, start: int, end: int) -> bool:
+    """Whether the matched span, alone or with a neighbouring character, is an ordinary word (威信, 红宝石)."""
+    words = _common_words()
+    candidates = (text[start:end], text[max(start - 1, 0) : end], text[start : end + 1])
+    return any(words.get(candidate, 0) >= COMMON_WORD_FREQUENCY for candidate in candidates)
+
+
+def _resolve_lexicon(text: str) -> str:
+    for pattern, word in _lexicon_patterns():
+        if word == "":
+            text = pattern.sub(lambda m: INITIALS[m.group(1).lower()], text)
+            continue
+
+        def replace(match: re.Match, word=word) -> str:
+            found = match.group(0)
+            if found == word or _is_common_word(text, match.start(), match.end()):
+                return found
+            return word
+
+        text = pattern.sub(replace, text)
+    return text
+
+
+_SPLIT = re.compile("|".join(map(re.escape, SPLIT_CHARACTERS)))
+_EMOJI = re.compile("|".join(map(re.escape, EMOJI_WORDS)))
+
+
+def prepare_text(text: str) -> str:
+    """The text the model sees. Never raises on any ``str``; never empties a text that has CJK characters."""
+    text = text.encode("utf-8", "surrogatepass").decode("utf-8", "ignore").translate(_format_characters())
+    text = _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip()
+    text = _t2s().convert(text)
+    text = _EMOJI.sub(lambda m: EMOJI_WORDS[m.group(0)], text)
+    text = _SPLIT.sub(lambda m: SPLIT_CHARACTERS[m.group(0)], text)
+    text = _INSERTED_BETWEEN_CJK.sub("", text)
+    text = _resolve_lexicon(text)
+    # Replacing initials can leave a space between Chinese characters ("cp 哦"), so collapse again.
+    return unicodedata.normalize("NFKC", _INSERTED_BETWEEN_CJK.sub("", text))
