@@ -166,6 +166,11 @@ def _optional_str(value: str) -> str | None:
     return None if value.lower() in ("", "none") else value
 
 
+def _add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="*", default=["data/annotations/messages"], help="labelled JSON Lines files or folders")
+    parser.add_argument("--challenge", nargs="*", default=["data/annotations/challenge"], help="challenge sets (files or folders), kept out of every split")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from training.training_args import TrainConfig
 
@@ -179,14 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--unlabelled", action="store_true", help="prediction input: labels and ids optional")
     validate.set_defaults(func=cmd_data_validate)
     stats = data.add_parser("stats", help="counts by label, source, tag, split, length band and domain")
-    stats.add_argument("paths", nargs="*", default=["data/annotations/messages"], help="labelled JSON Lines files or folders")
-    stats.add_argument("--challenge", nargs="*", default=["data/annotations/challenge"], help="challenge sets (files or folders)")
+    _add_corpus_arguments(stats)
     stats.add_argument("--frozen-test", default="data/annotations/splits/test-v1.txt", help="the frozen list of test ids")
     stats.add_argument("--json", action="store_true", help="print JSON")
     stats.set_defaults(func=cmd_data_stats)
     freeze = data.add_parser("freeze-test", help="write the test split's ids once; later runs keep them in test")
-    freeze.add_argument("paths", nargs="*", default=["data/annotations/messages"], help="labelled JSON Lines files or folders")
-    freeze.add_argument("--challenge", nargs="*", default=["data/annotations/challenge"], help="challenge sets, kept out of every split")
+    _add_corpus_arguments(freeze)
     freeze.add_argument("--out", required=True, help="e.g. data/annotations/splits/test-v1.txt")
     freeze.set_defaults(func=cmd_data_freeze_test)
     agree = data.add_parser("agreement", help="Cohen's kappa between two annotations (JSON Lines of id and label)")
