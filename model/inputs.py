@@ -30,7 +30,6 @@ def collapse_whitespace(text: str) -> str:
 
 # Name recorded in a model's config -> the function its inputs went through.
 PREPARATIONS: dict[str, Callable[[str], str]] = {"whitespace": collapse_whitespace, "evasion-v1": prepare_text}
-DEFAULT_PREPARATION = "evasion-v1"
 
 
 def preparation(name: str) -> Callable[[str], str]:

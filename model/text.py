@@ -11,8 +11,8 @@ text is kept and the model sees the prepared text. Steps, in order:
 6. Symbols and spaces inserted between Chinese characters removed (差*评, 差 评).
 7. The domain lexicon: pinyin (chaping, cha评), initials (cp, hb) and homophones
    (查评, 洪包) of 差评, 红包, 转账 … replaced by the words. Homophones come from
-   pypinyin's reading of every character, not from a hand list of spellings; a
-   candidate that is itself a common word (威信, 红宝石) is left alone.
+   pypinyin's main reading of every character, not from a hand list of spellings; a
+   candidate that is a common word (威信) or part of one (一句抱歉, 红宝石) is left alone.
 
 The result is idempotent: preparing prepared text changes nothing.
 """
@@ -28,7 +28,7 @@ LEXICON = ("差评", "好评", "中评", "红包", "返现", "退款", "转账",
 # Initials in common use; an initial alone (bare "cp") stands for the word only as a whole token.
 # (hp and bg are left out: HP the brand and "background" are far more common in chat.)
 INITIALS = {"cp": "差评", "hb": "红包", "fx": "返现", "tk": "退款", "zz": "转账", "zfb": "支付宝", "wx": "微信", "vx": "微信", "ts": "投诉", "jb": "举报"}
-EMOJI_WORDS = {"💰": "钱", "💴": "钱", "💵": "钱", "💸": "钱", "🧧": "红包", "👎": "差评", "⭐": "好评", "🌟": "好评", "👍": "好评", "📱": "手机", "☎": "电话", "📞": "电话"}
+EMOJI_WORDS = {"💰": "钱", "💴": "钱", "💵": "钱", "💸": "钱", "🧧": "红包", "👎": "差评", "⭐": "星", "🌟": "星", "👍": "赞", "📱": "手机", "☎": "电话", "📞": "电话"}
 # Only splits whose first part is a radical that never stands alone (女子 and 车专 are real words).
 SPLIT_CHARACTERS = {"讠平": "评", "钅戋": "钱", "纟工": "红", "讠斥": "诉", "扌殳": "投", "亻尔": "你", "扌丁": "打", "氵肖": "消", "讠平论": "评论"}
 # Characters people put between Chinese characters to break keywords apart. Not , ! ? ; : ( ):
@@ -69,8 +69,8 @@ def homophone_table() -> dict[str, set[str]]:
     by_syllable: dict[str, set[str]] = {}
     for code, readings in pinyin_dict.items():
         if 0x4E00 <= code <= 0x9FFF:
-            for reading in readings.split(","):
-                by_syllable.setdefault(_toneless(reading), set()).add(chr(code))
+            # Only a character's main reading: rare readings of polyphones (包, 款) would match far too much.
+            by_syllable.setdefault(_toneless(readings.split(",")[0]), set()).add(chr(code))
     return by_syllable
 
 
@@ -117,11 +117,26 @@ def _common_words() -> dict[str, int]:
     return jieba.dt.FREQ
 
 
-def _is_common_word(text: str, start: int, end: int) -> bool:
-    """Whether the matched span, alone or with a neighbouring character, is an ordinary word (威信, 红宝石)."""
+def _is_ordinary_text(text: str, start: int, end: int) -> bool:
+    """Whether the matched span is an ordinary word (威信) or part of ordinary words (一句抱歉, 红宝石, 查评论).
+
+    The span's surroundings are segmented with jieba's dictionary: a homophone stands for a
+    lexicon word only when no common word crosses its edges and it is not a common word itself.
+    """
+    import jieba
+
     words = _common_words()
-    candidates = (text[start:end], text[max(start - 1, 0) : end], text[start : end + 1])
-    return any(words.get(candidate, 0) >= COMMON_WORD_FREQUENCY for candidate in candidates)
+    if words.get(text[start:end], 0) >= COMMON_WORD_FREQUENCY:
+        return True
+    window_start = max(start - 4, 0)
+    position = window_start
+    for token in jieba.cut(text[window_start : end + 4], HMM=False):
+        token_end = position + len(token)
+        crosses = position < start < token_end or position < end < token_end
+        if crosses and len(token) > 1 and words.get(token, 0) >= COMMON_WORD_FREQUENCY:
+            return True
+        position = token_end
+    return False
 
 
 def _resolve_lexicon(text: str) -> str:
@@ -132,7 +147,7 @@ def _resolve_lexicon(text: str) -> str:
 
         def replace(match: re.Match, word=word) -> str:
             found = match.group(0)
-            if found == word or _is_common_word(text, match.start(), match.end()):
+            if found == word or _is_ordinary_text(text, match.start(), match.end()):
                 return found
             return word
 

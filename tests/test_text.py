@@ -28,7 +28,10 @@ def test_disguises_are_undone(disguised, prepared):
     assert prepare_text(disguised) == prepared
 
 
-@pytest.mark.parametrize("text", ["威信支付可以吗", "这条红宝石项链好看", "hp打印机墨盒", "shopping 很开心", "亲，您的快递已经发出了"])
+@pytest.mark.parametrize(
+    "text",
+    ["威信支付可以吗", "这条红宝石项链好看", "hp打印机墨盒", "shopping 很开心", "亲，您的快递已经发出了", "一句抱歉都没有", "闲置包包说正品", "尾款也付了", "队友都打完一把了"],
+)
 def test_ordinary_words_and_punctuation_are_left_alone(text):
     assert prepare_text(text).replace(",", "，") == text
 
