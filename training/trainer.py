@@ -64,7 +64,6 @@ def train(config: TrainConfig) -> dict:
     train_messages = (corpus.train + external)[: config.max_train_samples]
     disguised = augment(train_messages, config.augment_share, config.seed)
     dev_messages = corpus.dev[: config.max_eval_samples]
-    test_messages = corpus.test[: config.max_eval_samples]
     if not train_messages or not dev_messages:
         raise ValueError(f"need training and dev messages; got {len(train_messages)} train, {len(dev_messages)} dev")
 
@@ -142,24 +141,31 @@ def train(config: TrainConfig) -> dict:
         "train_seconds": round(train_seconds, 1),
         "epochs_run": round(float(result.metrics.get("epoch", 0.0)), 2),
         "best_dev_macro_f1": trainer.state.best_metric,
-        "counts": {name: label_counts(msgs) for name, msgs in (("train", corpus.train), ("dev", dev_messages), ("test", test_messages))},
+        "counts": {name: label_counts(msgs) for name, msgs in (("train", corpus.train), ("dev", corpus.dev), ("test", corpus.test))},
         "external_train": {name: label_counts(sample) for name, sample in corpus.external_train.items()},
         "excluded_near_challenge": len(corpus.excluded),
         "augmented": len(disguised),
-        "dev": evaluate(classifier, dev_messages, out / "eval" / "dev", "Dev split"),
+        **evaluate_run(classifier, corpus, config, out / "eval"),
     }
-    if test_messages:
-        summary["test"] = evaluate(classifier, test_messages, out / "eval" / "test", "Test split")
-        summary["robustness"] = robustness(classifier, test_messages, config.seed)
-        write_robustness(summary["robustness"], out / "eval" / "test", "Robustness on the test split")
-    for name, messages in corpus.challenges.items():
-        summary.setdefault("challenges", {})[name] = evaluate(classifier, messages[: config.max_eval_samples], out / "eval" / f"challenge-{name}", f"Challenge set {name}")
-    for name, messages in corpus.external_held_out.items():
-        summary.setdefault("external_extortion_rate", {})[name] = extortion_rate(classifier, messages[: config.max_eval_samples])
     (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / "train_metrics.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     write_model_card(out, config, summary)
     return summary
+
+
+def evaluate_run(classifier, corpus, config: TrainConfig, eval_dir: Path) -> dict:
+    """Dev, test (with robustness), every challenge set, and the extortion rate on held-out real text."""
+    limit = config.max_eval_samples
+    results = {"dev": evaluate(classifier, corpus.dev[:limit], eval_dir / "dev", "Dev split")}
+    if corpus.test:
+        results["test"] = evaluate(classifier, corpus.test[:limit], eval_dir / "test", "Test split")
+        results["robustness"] = robustness(classifier, corpus.test[:limit], config.seed)
+        write_robustness(results["robustness"], eval_dir / "test", "Robustness on the test split")
+    results["challenges"] = {
+        name: evaluate(classifier, messages[:limit], eval_dir / f"challenge-{name}", f"Challenge set {name}") for name, messages in corpus.challenges.items()
+    }
+    results["external_extortion_rate"] = {name: extortion_rate(classifier, messages[:limit]) for name, messages in corpus.external_held_out.items()}
+    return results
 
 
 def save_model(model, tokenizer, out: Path, dtype: str) -> None:
