@@ -52,7 +52,7 @@ def test_no_near_duplicate_crosses_splits(corpus):
     everything = messages + challenge
     splits = assign_splits(everything, read_frozen_test(FROZEN_TEST), frozenset(m.id for m in challenge))
     # Challenge sets, test and excluded messages are all kept out of training, so ties among them leak nothing.
-    allowed_across = {frozenset({"challenge", "excluded"}), frozenset({"challenge", "test"})}
+    allowed_across = {frozenset({"challenge", "excluded"}), frozenset({"challenge", "test"}), frozenset({"test", "excluded"})}
     crossing = [
         (everything[i].id, splits[i], everything[j].id, splits[j])
         for i, j in near_duplicate_pairs([m.text for m in everything]).tolist()
@@ -64,4 +64,4 @@ def test_no_near_duplicate_crosses_splits(corpus):
 def test_frozen_test_split_is_intact(corpus):
     frozen = read_frozen_test(FROZEN_TEST)
     assert frozen is not None and len(frozen) >= 900
-    assert frozen <= {m.id for m in corpus.test}, "a frozen test message went missing or moved"
+    assert frozen == {m.id for m in corpus.test}, "the test split is no longer exactly the frozen messages"

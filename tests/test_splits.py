@@ -30,4 +30,6 @@ def test_frozen_test_split_holds_and_new_messages_never_enter_it(tmp_path):
     again = assign_splits(grown, frozen)
     assert again[:300] == first
     assert "test" not in again[300:]
+    tied = messages + [Message(messages[first.index("test")].text + "！", id="near-copy")]
+    assert assign_splits(tied, frozen)[-1] == "excluded"  # a near-copy of a test message is held out, not added to test
     assert read_frozen_test(tmp_path / "missing.txt") is None

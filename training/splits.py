@@ -6,9 +6,9 @@ messages have the same normalised text or a character 3-gram Jaccard similarity
 of at least 0.8. The test split is a committed list of ids
 (``data/annotations/splits/test-<version>.txt``); once frozen it never changes, so
 later models are compared on the same messages. Groups not in it are split into
-train and dev by a stable hash. A group that touches the frozen test split is test
-as a whole: its new messages are held out with it and never trained on. Challenge
-sets are grouped with the corpus too, and corpus messages tied to one are excluded.
+train and dev by a stable hash. New messages tied to a frozen test group are excluded
+from training, and the test split stays exactly the frozen messages. Challenge sets
+are grouped with the corpus too, and corpus messages tied to one are excluded.
 """
 
 from __future__ import annotations
@@ -82,9 +82,10 @@ def _bucket(group: str) -> int:
 def assign_splits(messages: Sequence[Message], frozen_test: set[str] | None, challenge_ids: frozenset[str] = frozenset()) -> list[str]:
     """``train``/``dev``/``test``/``challenge``/``excluded`` per message.
 
-    Challenge messages are ``challenge``. A group holding a frozen test id is ``test``
-    (without a frozen list, 10% of groups by hash); a group holding a challenge message
-    is ``excluded`` from training; the rest go to dev (10%) or train by hash.
+    Challenge messages are ``challenge``. With a frozen list, exactly its ids are ``test``
+    and the other messages of their groups are ``excluded`` (held out, but the test split
+    stays the same messages); without one, 10% of groups by hash are ``test``. A group
+    holding a challenge message is ``excluded``; the rest go to dev (10%) or train by hash.
     """
     groups = group_ids(messages)
     if frozen_test is None:
@@ -97,7 +98,7 @@ def assign_splits(messages: Sequence[Message], frozen_test: set[str] | None, cha
         if message.id in challenge_ids:
             splits.append("challenge")
         elif group in test_groups:
-            splits.append("test")
+            splits.append("test" if frozen_test is None or message.id in frozen_test else "excluded")
         elif group in challenge_groups:
             splits.append("excluded")
         else:
