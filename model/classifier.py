@@ -66,7 +66,7 @@ class ExtortionClassifier:
         self.max_length = min(max_length, model.config.max_position_embeddings)
         # Models trained before text preparation existed (and foreign checkpoints) saw whitespace-collapsed text.
         self.text_preparation = getattr(model.config, "extortion_guard_text_preparation", "whitespace")
-        self.prepare = preparation(self.text_preparation)
+        preparation(self.text_preparation)  # fail at load, not at the first prediction, on an unknown name
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         if sorted(labels) != sorted(LABELS):
             raise ValueError(f"model labels {labels} are not the expected {list(LABELS)}")

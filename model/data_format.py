@@ -142,7 +142,7 @@ def read_messages(paths: Iterable[str | Path], require_label: bool = False) -> l
                         continue
                     first_seen[message.id] = where
                 messages.append(message)
-        except UnicodeDecodeError as error:
+        except UnicodeDecodeError:
             problems.append(f"{path}:{_first_bad_utf8_line(path)}: not valid UTF-8")
         except OSError as error:
             problems.append(f"{path}:0: cannot read ({error.strerror})")

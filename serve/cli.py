@@ -15,7 +15,6 @@ from pathlib import Path
 
 from model.data_format import InvalidDataError, Turn, read_messages
 
-log = logging.getLogger("extortion_guard")
 ROLE_ALIASES = {"buyer": "buyer", "seller": "seller", "买家": "buyer", "卖家": "seller"}
 
 

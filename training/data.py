@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,7 +16,6 @@ from model.labels import LABEL2ID, LABELS
 from .sources import load_sources
 from .splits import assign_splits, read_frozen_test
 
-log = logging.getLogger(__name__)
 SPLITS = ("train", "dev", "test")
 
 

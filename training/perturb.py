@@ -70,15 +70,11 @@ def traditional(text: str, rng: random.Random) -> str | None:
     return converted if converted != text else None
 
 
-def _pinyin(word: str) -> list[str]:
-    return syllables(word)
-
-
 def initials(text: str, rng: random.Random) -> str | None:
     match = _target(text, rng, MULTI_CHARACTER_WORDS)
     if match is None:
         return None
-    letters = "".join(s[0] for s in _pinyin(match.group(0)))
+    letters = "".join(s[0] for s in syllables(match.group(0)))
     return _replace(text, match, letters.upper() if rng.random() < 0.3 else letters)
 
 
@@ -86,12 +82,13 @@ def pinyin(text: str, rng: random.Random) -> str | None:
     match = _target(text, rng)
     if match is None:
         return None
-    word, syllables = match.group(0), _pinyin(match.group(0))
+    word = match.group(0)
+    readings = syllables(word)
     if rng.random() < 0.5:
-        new = "".join(syllables)
+        new = "".join(readings)
     else:  # pinyin mixed with characters: cha评
         i = rng.randrange(len(word))
-        new = "".join(syllables[j] if j == i else c for j, c in enumerate(word))
+        new = "".join(readings[j] if j == i else c for j, c in enumerate(word))
     return _replace(text, match, new)
 
 
@@ -101,7 +98,7 @@ def homophone(text: str, rng: random.Random) -> str | None:
         return None
     word = match.group(0)
     i = rng.randrange(len(word))
-    options = sorted(homophone_table().get(_pinyin(word[i])[0], set()) - {word[i]})
+    options = sorted(homophone_table().get(syllables(word[i])[0], set()) - {word[i]})
     if not options:
         return None
     return _replace(text, match, word[:i] + rng.choice(options) + word[i + 1 :])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import time
 from pathlib import Path
@@ -21,7 +20,6 @@ from .robustness import robustness, write_robustness
 from .model_card import write_model_card
 from .training_args import TrainConfig
 
-log = logging.getLogger(__name__)
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
