@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from .labels import LABELS
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
 DEFAULT_MAX_LENGTH = 160
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 
 @dataclass
@@ -51,6 +53,31 @@ def as_message(item: str | dict | Message) -> Message:
     return message_from_json(item)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes bf16 natively: a recent GPU, or a CPU with AVX-512 BF16 or AMX units."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` becomes bf16 where it is native and fp32 elsewhere (emulated bf16 is slower than fp32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
+def quantize_int8(model, device: torch.device):
+    """Dynamic int8 quantisation of the linear layers (weights int8, activations quantised per batch)."""
+    if device.type != "cpu":
+        raise ValueError(f"precision 'int8' runs on the CPU only, not on {device.type}")
+    with warnings.catch_warnings():  # torch.ao's eager quantisation warns that it moves to torchao; it still works
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
 class ExtortionClassifier:
     """A fine-tuned sequence classifier with the labels of :mod:`model.labels`.
 
@@ -59,8 +86,12 @@ class ExtortionClassifier:
     'extortion'
     """
 
-    def __init__(self, model, tokenizer, max_length: int = DEFAULT_MAX_LENGTH, device: str = "auto"):
+    def __init__(self, model, tokenizer, max_length: int = DEFAULT_MAX_LENGTH, device: str = "auto", precision: str = "fp32"):
         self.device = resolve_device(device)
+        precision = resolve_precision(precision, self.device)
+        if precision == "int8":
+            model = quantize_int8(model, self.device)
+        self.precision = precision
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.max_length = min(max_length, model.config.max_position_embeddings)
@@ -73,8 +104,14 @@ class ExtortionClassifier:
         self.labels = labels
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike | None = None, device: str = "auto", max_length: int | None = None):
-        """Load from a local folder (default: the shipped model) or a hub id; safetensors only."""
+    def from_pretrained(
+        cls, path: str | os.PathLike | None = None, device: str = "auto", max_length: int | None = None, precision: str = "fp32"
+    ):
+        """Load from a local folder (default: the shipped model) or a hub id; safetensors only.
+
+        ``precision``: ``auto`` (bf16 where the hardware has it, else fp32); ``fp32``; ``bf16`` (autocast: the matrix units of recent CPUs, or a GPU);
+        ``int8`` (dynamic quantisation of the linear layers, CPU only).
+        """
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         path = str(path or DEFAULT_MODEL_DIR)
@@ -82,7 +119,7 @@ class ExtortionClassifier:
         tokenizer = AutoTokenizer.from_pretrained(path)
         if max_length is None:
             max_length = getattr(model.config, "extortion_guard_max_length", DEFAULT_MAX_LENGTH)
-        return cls(model, tokenizer, max_length=max_length, device=device)
+        return cls(model, tokenizer, max_length=max_length, device=device, precision=precision)
 
     @property
     def version(self) -> str:
@@ -93,14 +130,14 @@ class ExtortionClassifier:
         """Per-label probabilities, shape ``(n, 4)`` in :data:`LABELS` order (one row for a single item)."""
         single = isinstance(items, (str, dict, Message))
         messages = [as_message(x) for x in ([items] if single else items)]
-        probs, _ = self._run(messages, batch_size)
+        probs, _ = self.score(messages, batch_size)
         return probs[0] if single else probs
 
     def predict(self, items, batch_size: int = 64) -> Prediction | list[Prediction]:
         """Label and probabilities for a string, a record, or a list of either."""
         single = isinstance(items, (str, dict, Message))
         messages = [as_message(x) for x in ([items] if single else items)]
-        probs, truncated = self._run(messages, batch_size)
+        probs, truncated = self.score(messages, batch_size)
         predictions = [
             Prediction(LABELS[int(row.argmax())], {l: round(float(p), 6) for l, p in zip(LABELS, row)}, cut, m.id)
             for row, cut, m in zip(probs, truncated, messages)
@@ -108,7 +145,8 @@ class ExtortionClassifier:
         return predictions[0] if single else predictions
 
     @torch.inference_mode()
-    def _run(self, messages: Sequence[Message], batch_size: int) -> tuple[np.ndarray, list[bool]]:
+    def score(self, messages: Sequence[Message], batch_size: int = 64) -> tuple[np.ndarray, list[bool]]:
+        """Probabilities ``(n, 4)`` in :data:`LABELS` order and the truncation flags, for validated messages."""
         # Sort by length so each batch pads little, then put rows back in input order.
         encoded = encode_messages(self.tokenizer, messages, self.max_length, self.text_preparation)
         order = np.argsort([len(ids) for ids in encoded.input_ids], kind="stable")
@@ -120,6 +158,7 @@ class ExtortionClassifier:
             tensors = {k: torch.from_numpy(v).to(self.device) for k, v in encoded.select(rows).padded(pad_id).items()}
             if "token_type_ids" not in self.tokenizer.model_input_names:
                 tensors.pop("token_type_ids")
-            logits = self.model(**tensors).logits.float()
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                logits = self.model(**tensors).logits.float()
             probs[rows] = torch.softmax(logits, dim=-1)[:, to_ours].cpu().numpy()
         return probs, encoded.truncated

@@ -39,8 +39,8 @@ def preparation(name: str) -> Callable[[str], str]:
 
 
 def format_context(turns: Sequence[Turn], prepare: Callable[[str], str] = collapse_whitespace) -> str:
-    """Context turns, oldest first, each behind its role marker."""
-    return " ".join(f"{ROLE_MARKERS[t.role]}{prepare(t.text)}" for t in turns)
+    """Context turns, oldest first, each behind its role marker (none where a chat log did not say the role)."""
+    return " ".join(f"{ROLE_MARKERS.get(t.role, '')}{prepare(t.text)}" for t in turns)
 
 
 @dataclass

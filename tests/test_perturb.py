@@ -1,4 +1,5 @@
 import random
+from collections import Counter
 
 import pytest
 
@@ -39,6 +40,14 @@ def test_augmentation_covers_every_label_at_the_asked_share():
     assert 60 <= len(copies) <= 140
     assert {m.label for m in copies} == {"extortion", "coercion", "complaint", "normal"}
     assert augment(messages, 0.25, seed=3) == copies  # seeded
+
+
+def test_augmentation_favours_the_families_preparation_cannot_undo():
+    messages = [Message(f"第{i}单，不给钱就差评", id=f"a{i}", label="extortion") for i in range(2000)]
+    families = Counter(m.tags[-1].removeprefix("evasion:") for m in augment(messages, 1.0, seed=5))
+    assert families["lookalike"] > 2 * families["traditional"]
+    assert families["shuffle"] > 1.5 * families["inserted"]
+    assert len(families) >= 8
 
 
 def test_robustness_report_has_every_applicable_family(tiny_model_dir, tmp_path):

@@ -160,16 +160,24 @@ def perturb(message: Message, family: str, rng: random.Random) -> Message | None
     )
 
 
+# Text preparation undoes most families, so their copies come out nearly identical to the
+# original; the two it cannot undo are drawn more often, since only the model can learn them.
+FAMILY_WEIGHTS = {family: 1.0 for family in FAMILIES} | {"lookalike": 4.0, "shuffle": 3.0}
+
+
+def _weighted_order(rng: random.Random) -> list[str]:
+    """The families in a random order where heavier ones tend to come first (weighted sampling without replacement)."""
+    return sorted(FAMILIES, key=lambda f: rng.random() ** (1 / FAMILY_WEIGHTS[f]), reverse=True)
+
+
 def augment(messages: list[Message], share: float, seed: int) -> list[Message]:
-    """Perturbed copies of about ``share`` of the messages, of every label, each with a random family."""
+    """Perturbed copies of about ``share`` of the messages, of every label, each with a family drawn by :data:`FAMILY_WEIGHTS`."""
     rng = random.Random(seed)
     copies = []
     for message in messages:
         if rng.random() >= share:
             continue
-        families = list(FAMILIES)
-        rng.shuffle(families)
-        for family in families:  # the first family that applies
+        for family in _weighted_order(rng):  # the first family that applies
             copy = perturb(message, family, rng)
             if copy is not None:
                 copies.append(copy)

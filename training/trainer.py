@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.classifier import ExtortionClassifier, resolve_device
+from model.classifier import ExtortionClassifier, native_bf16, resolve_device
 from model.labels import ID2LABEL, LABEL2ID, LABELS
 
 from .data import label_counts, load_corpus, to_dataset
@@ -21,16 +21,13 @@ from .model_card import write_model_card
 from .training_args import TrainConfig
 
 
-
 def use_bf16(precision: str, device: torch.device) -> bool:
     """bf16 autocast where asked for, or under ``auto`` where the hardware computes it natively."""
     if precision in ("fp32", "bf16"):
         return precision == "bf16"
     if precision != "auto":
         raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return native_bf16(device)
 
 
 def class_weights(train_labels: list[str], scheme: str) -> torch.Tensor | None:

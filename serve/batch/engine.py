@@ -1,0 +1,262 @@
+"""The local batch engine: stream rows in chunks, score each chunk, keep it as a part, then write the outputs.
+
+Input order: rows are read file by file, in the order the files are given (folders
+sorted by name), each file top to bottom. The context of a message is the turns of
+its conversation that came before it *in that order*, so a chat log must list each
+conversation's messages oldest first; conversations may interleave. The engine does
+not sort, which keeps memory flat: it holds only the last ``context_turns`` turns of
+up to ``max_open_conversations`` recent conversations.
+
+Resumption: chunk *k* is scored and written to ``_parts/part-k.parquet`` (through a
+temporary name and a rename) with its error rows. A rerun of the same command reads
+the input again to rebuild the context but scores only the chunks with no part yet,
+so the final outputs equal those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from model.data_format import Message, Turn
+from model.labels import LABELS
+
+from .config import BatchConfig
+from .reader import ChatRow, ErrorRow, count_rows, input_files, read_file
+from .outputs import PREDICTION_SCHEMA, finish_outputs
+
+log = logging.getLogger(__name__)
+
+PARTS = "_parts"
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_SOME_ERRORS = 0, 1, 2, 3
+
+
+class JobMismatch(ValueError):
+    """The output folder holds the unfinished parts of a different job."""
+
+
+class ContextTracker:
+    """The last few turns of each recently active conversation; the least recently active is forgotten first."""
+
+    def __init__(self, turns: int, max_conversations: int):
+        self.turns = turns
+        self.max_conversations = max_conversations
+        self._history: OrderedDict[str, deque[Turn]] = OrderedDict()
+
+    def context_for(self, row: ChatRow) -> tuple[Turn, ...]:
+        if row.context is not None:  # the row brought its own turns
+            return row.context[len(row.context) - self.turns :] if self.turns else ()
+        if row.conversation_id is None or row.conversation_id not in self._history:
+            return ()
+        return tuple(self._history[row.conversation_id])
+
+    def add(self, row: ChatRow) -> None:
+        if row.conversation_id is None or self.turns == 0:
+            return
+        history = self._history.pop(row.conversation_id, None) or deque(maxlen=self.turns)
+        history.append(Turn(row.sender_role, row.text))
+        self._history[row.conversation_id] = history
+        if len(self._history) > self.max_conversations:
+            self._history.popitem(last=False)
+
+
+def rows_with_context(files: list[Path], config: BatchConfig) -> Iterator[tuple[ChatRow | ErrorRow, tuple[Turn, ...]]]:
+    """Every row of every file, in input order, with the turns before it in its conversation."""
+    tracker = ContextTracker(config.context_turns, config.max_open_conversations)
+    for path in files:
+        for row in read_file(path, config.columns):
+            if isinstance(row, ErrorRow):
+                yield row, ()
+                continue
+            yield row, tracker.context_for(row)
+            tracker.add(row)
+
+
+def chunked(items: Iterable, size: int) -> Iterator[list]:
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+# One classifier per scoring process, loaded once by the pool's initializer.
+_worker_classifier = None
+
+
+def _load_worker(model: str | None, device: str, precision: str, threads: int) -> None:
+    global _worker_classifier
+    import torch
+
+    from model.classifier import ExtortionClassifier
+
+    torch.set_num_threads(threads)
+    _worker_classifier = ExtortionClassifier.from_pretrained(model, device=device, precision=precision)
+
+
+def _score_in_worker(messages: list[Message], batch_size: int) -> tuple[np.ndarray, list[bool]]:
+    return _worker_classifier.score(messages, batch_size)
+
+
+def prediction_table(rows: list[ChatRow], probs: np.ndarray, truncated: list[bool], version: str) -> pa.Table:
+    """Input keys, label, per-label probabilities and model version for scored rows."""
+    columns = {
+        "file": [r.file for r in rows],
+        "row": [r.row for r in rows],
+        **{field: [getattr(r, field) for r in rows] for field in ("message_id", "conversation_id", "sender_id", "sender_role", "shop_id", "ts", "time")},
+        "text": [r.text for r in rows],
+        "label": [LABELS[i] for i in probs.argmax(axis=1)] if len(rows) else [],
+        **{f"p_{label}": probs[:, i] for i, label in enumerate(LABELS)},
+        "truncated": truncated,
+        "model_version": [version] * len(rows),
+    }
+    return pa.table(columns, schema=PREDICTION_SCHEMA)
+
+
+class Scorer:
+    """Scores chunks in this process, or in a pool of worker processes with a bounded number of chunks in flight."""
+
+    def __init__(self, config: BatchConfig):
+        import torch
+
+        from model.classifier import ExtortionClassifier, resolve_device, resolve_precision
+
+        self.config = config
+        self.pool = None
+        if config.workers > 1:
+            threads = max(1, (os.cpu_count() or 1) // config.workers)
+            self.pool = ProcessPoolExecutor(
+                config.workers, initializer=_load_worker, initargs=(config.model, config.device, config.precision, threads)
+            )
+            # The parent keeps a copy only for the version name and precision; it does no scoring.
+        self.classifier = ExtortionClassifier.from_pretrained(config.model, device="cpu" if self.pool else config.device,
+                                                              precision="fp32" if self.pool else config.precision)
+        if self.pool is None and self.classifier.device.type == "cpu":
+            torch.set_num_threads(os.cpu_count() or 1)
+        self.version = self.classifier.version
+        device = resolve_device(config.device)
+        self.device = str(device)
+        self.precision = self.classifier.precision if self.pool is None else resolve_precision(config.precision, device)
+
+    def submit(self, messages: list[Message]):
+        if self.pool is not None:
+            return self.pool.submit(_score_in_worker, messages, self.config.batch_size)
+        return self.classifier.score(messages, self.config.batch_size)
+
+    @staticmethod
+    def result(pending):
+        return pending if isinstance(pending, tuple) else pending.result()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+def job_fingerprint(config: BatchConfig, files: list[Path], version: str) -> dict:
+    """What identifies a job: its settings, the model, and each input file's size and modification time."""
+    stats = [{"path": str(p), "bytes": p.stat().st_size, "mtime_ns": p.stat().st_mtime_ns} for p in files]
+    return {"settings": config.job_settings(), "model_version": version, "files": stats}
+
+
+def prepare_parts(parts: Path, fingerprint: dict, restart: bool) -> None:
+    """Create the parts folder for this job, or check that the one there belongs to it."""
+    job_file = parts / "job.json"
+    if job_file.exists():
+        if json.loads(job_file.read_text()) == fingerprint:
+            return
+        if not restart:
+            raise JobMismatch(
+                f"{parts.parent} holds the unfinished parts of a different job (other inputs, settings or model); "
+                "rerun with --restart to discard them, or choose another --output"
+            )
+        shutil.rmtree(parts)
+    parts.mkdir(parents=True, exist_ok=True)
+    _write_atomically(job_file, json.dumps(fingerprint, indent=1).encode())
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_part(parts: Path, index: int, table: pa.Table, errors: list[ErrorRow]) -> None:
+    """Errors first, predictions last: a part counts as done once its predictions file exists."""
+    error_lines = "".join(json.dumps(e.to_json(), ensure_ascii=False) + "\n" for e in errors)
+    _write_atomically(parts / f"part-{index:06d}.errors.jsonl", error_lines.encode())
+    tmp = parts / f".part-{index:06d}.parquet.tmp"
+    pq.write_table(table, tmp)
+    os.replace(tmp, parts / f"part-{index:06d}.parquet")
+
+
+def run_local(config: BatchConfig) -> dict:
+    """Score every input row; return the summary written to ``summary.json``."""
+    started = time.time()
+    files = input_files(config.inputs)
+    out = Path(config.output)
+    scorer = Scorer(config)
+    try:
+        fingerprint = job_fingerprint(config, files, scorer.version)
+        summary_file = out / "summary.json"
+        if summary_file.exists() and json.loads(summary_file.read_text()).get("job") == fingerprint:
+            log.info("%s already holds the finished outputs of this job; nothing to do", out)
+            return json.loads(summary_file.read_text())
+        parts = out / PARTS
+        prepare_parts(parts, fingerprint, config.restart)
+        total = sum(count_rows(p) for p in files)
+        progress = _progress(total, config.quiet)
+        window = max(2, 2 * config.workers)  # chunks in flight: enough to keep workers busy, few enough to bound memory
+        in_flight: deque = deque()
+        for index, chunk in enumerate(chunked(rows_with_context(files, config), config.chunk_rows)):
+            if (parts / f"part-{index:06d}.parquet").exists():
+                progress.update(len(chunk))
+                continue
+            in_flight.append((index, chunk, scorer.submit(_messages(chunk))))
+            while len(in_flight) >= window or (in_flight and scorer.pool is None):
+                _finish_chunk(parts, scorer, *in_flight.popleft(), progress)
+        while in_flight:
+            _finish_chunk(parts, scorer, *in_flight.popleft(), progress)
+        progress.close()
+    finally:
+        scorer.close()
+    summary = finish_outputs(out, parts, files, config, scorer, fingerprint, started)
+    shutil.rmtree(parts)
+    return summary
+
+
+def _messages(chunk: list) -> list[Message]:
+    return [Message(row.text, context, row.message_id, row.sender_role) for row, context in chunk if isinstance(row, ChatRow)]
+
+
+def _finish_chunk(parts: Path, scorer: Scorer, index: int, chunk: list, pending, progress) -> None:
+    probs, truncated = scorer.result(pending)
+    rows = [row for row, _ in chunk if isinstance(row, ChatRow)]
+    errors = [row for row, _ in chunk if isinstance(row, ErrorRow)]
+    write_part(parts, index, prediction_table(rows, probs, truncated, scorer.version), errors)
+    progress.update(len(chunk))
+
+
+def _progress(total: int, quiet: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="msg", unit_scale=True, file=sys.stderr, disable=quiet, smoothing=0.1, desc="scoring")
+
+
+def config_summary(config: BatchConfig) -> dict:
+    return {k: v for k, v in asdict(config).items() if k not in ("quiet", "restart")}

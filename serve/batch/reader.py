@@ -1,0 +1,219 @@
+"""Read chat logs row by row from JSON Lines (plain or gzip), CSV or Parquet files.
+
+Every physical row comes out either as a :class:`ChatRow` or as an :class:`ErrorRow`
+with its file, row number and the reason, so that nothing is lost on the way.
+Row numbers count from 1: lines of a JSON Lines file (blank lines are skipped but
+counted), data rows of a CSV file (the header is row 0), rows of a Parquet file.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from model.data_format import Turn, message_from_json
+
+FIELDS = ("message_id", "conversation_id", "sender_id", "sender_role", "shop_id", "ts", "text")
+FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+ROLE_NAMES = {
+    "buyer": "buyer", "customer": "buyer", "user": "buyer", "买家": "buyer",
+    "seller": "seller", "merchant": "seller", "shop": "seller", "store": "seller", "卖家": "seller", "客服": "seller",
+}
+
+
+@dataclass
+class ChatRow:
+    """One message of a chat log, with its place in the input."""
+
+    file: str
+    row: int
+    text: str
+    message_id: str | None = None
+    conversation_id: str | None = None
+    sender_id: str | None = None
+    sender_role: str | None = None
+    shop_id: str | None = None
+    ts: str | None = None
+    time: datetime | None = None
+    context: tuple[Turn, ...] | None = None  # given in the row (annotation format); else built from the conversation
+
+
+@dataclass
+class ErrorRow:
+    """A row that could not be scored."""
+
+    file: str
+    row: int
+    reason: str
+    message_id: str | None = None
+
+    def to_json(self) -> dict:
+        return {"file": self.file, "row": self.row, "message_id": self.message_id, "reason": self.reason}
+
+
+def file_format(path: Path) -> str | None:
+    """``jsonl``, ``csv`` or ``parquet`` from the name (a ``.gz`` suffix allowed for text formats), else None."""
+    suffixes = [s.lower() for s in path.suffixes[-2:]]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+        return FORMATS.get(suffixes[-1]) if suffixes and FORMATS.get(suffixes[-1]) != "parquet" else None
+    return FORMATS.get(suffixes[-1]) if suffixes else None
+
+
+def input_files(paths: list[str]) -> list[Path]:
+    """The files named, and the readable files inside named folders (sorted); a clear error otherwise."""
+    files = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and file_format(p) and not p.name.startswith("."))
+            if not found:
+                raise ValueError(f"{name}: folder holds no .jsonl, .csv or .parquet files (optionally .gz)")
+            files += found
+        elif path.is_file():
+            if file_format(path) is None:
+                raise ValueError(f"{name}: unknown format; expected .jsonl, .json, .csv (optionally .gz) or .parquet")
+            files.append(path)
+        else:
+            raise ValueError(f"{name}: no such file or folder")
+    return files
+
+
+def parse_columns(spec: str | None) -> dict[str, str]:
+    """``text=content,message_id=msg_id`` as {our field: the input's column}."""
+    columns: dict[str, str] = {}
+    for item in filter(None, (spec or "").split(",")):
+        ours, _, theirs = item.partition("=")
+        ours, theirs = ours.strip(), theirs.strip()
+        if ours not in FIELDS or not theirs:
+            raise ValueError(f"--columns: {item!r} should be FIELD=COLUMN with FIELD one of {', '.join(FIELDS)}")
+        columns[ours] = theirs
+    return columns
+
+
+def read_file(path: Path, columns: dict[str, str] | None = None) -> Iterator[ChatRow | ErrorRow]:
+    """The rows of one file, in file order."""
+    fmt = file_format(path)
+    records = {"jsonl": _jsonl_records, "csv": _csv_records, "parquet": _parquet_records}[fmt](path)
+    for row, record in records:
+        yield record if isinstance(record, ErrorRow) else to_chat_row(record, str(path), row, columns or {})
+
+
+def count_rows(path: Path) -> int:
+    """Rows in a file, cheaply (Parquet metadata, or counting lines), for progress estimates."""
+    fmt = file_format(path)
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    with _open_text(path) as handle:
+        lines = sum(1 for line in handle if line.strip())
+    return lines - 1 if fmt == "csv" else lines
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix.lower() == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace", newline="")
+    return open(path, encoding="utf-8", errors="replace", newline="")
+
+
+def _jsonl_records(path: Path):
+    with _open_text(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                yield number, ErrorRow(str(path), number, f"not valid JSON: {error.msg} at column {error.colno}")
+                continue
+            if not isinstance(record, dict):
+                yield number, ErrorRow(str(path), number, f"expected a JSON object, got {type(record).__name__}")
+                continue
+            yield number, record
+
+
+_EXTRA_FIELDS = "\0extra"
+
+
+def _csv_records(path: Path):
+    # The csv module rather than pyarrow's reader: a malformed row must become an error row with its number.
+    with _open_text(path) as handle:
+        reader = csv.DictReader(handle, restkey=_EXTRA_FIELDS)
+        for number, record in enumerate(reader, start=1):
+            if _EXTRA_FIELDS in record:
+                fields = len(reader.fieldnames) + len(record[_EXTRA_FIELDS])
+                yield number, ErrorRow(str(path), number, f"row has {fields} fields, the header {len(reader.fieldnames)}")
+            elif None in record.values():
+                yield number, ErrorRow(str(path), number, f"row has fewer fields than the header's {len(reader.fieldnames)}")
+            else:
+                yield number, record
+
+
+def _parquet_records(path: Path):
+    import pyarrow.parquet as pq
+
+    number = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=8192):
+        for record in batch.to_pylist():
+            number += 1
+            yield number, record
+
+
+def to_chat_row(record: dict, file: str, row: int, columns: dict[str, str]) -> ChatRow | ErrorRow:
+    """Validate one record (chat-log fields, renamed by ``columns``, or the annotation format)."""
+    get = lambda field: record.get(columns.get(field, field))  # noqa: E731
+    message_id = _as_key(get("message_id") if get("message_id") is not None else record.get("id"))
+    text = get("text")
+    if text is None:
+        return ErrorRow(file, row, f"no {columns.get('text', 'text')!r} field", message_id)
+    if not isinstance(text, str):
+        return ErrorRow(file, row, f"text is {type(text).__name__}, not a string", message_id)
+    if not text.strip():
+        return ErrorRow(file, row, "text is empty or whitespace only", message_id)
+    raw_role = get("sender_role") if get("sender_role") is not None else record.get("role")
+    role = None
+    if raw_role not in (None, ""):
+        role = ROLE_NAMES.get(str(raw_role).strip().lower())
+        if role is None:
+            return ErrorRow(file, row, f"sender_role {str(raw_role)[:20]!r} is not buyer or seller", message_id)
+    context = None
+    if record.get("context") is not None:  # the annotation format carries its own turns
+        try:
+            context = message_from_json({"text": text, "context": record["context"]}).context
+        except ValueError as error:
+            return ErrorRow(file, row, str(error), message_id)
+    ts = get("ts")
+    return ChatRow(
+        file, row, text, message_id, _as_key(get("conversation_id")), _as_key(get("sender_id")), role,
+        _as_key(get("shop_id")), None if ts in (None, "") else str(ts), parse_time(ts), context,
+    )
+
+
+def _as_key(value) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def parse_time(value) -> datetime | None:
+    """A UTC time from epoch seconds or milliseconds, an ISO 8601 string or a datetime; None when unreadable."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = None
+    try:
+        if number is not None:
+            return datetime.fromtimestamp(number / 1000 if number > 1e11 else number, tz=timezone.utc)
+        parsed = datetime.fromisoformat(str(value).strip())
+    except (ValueError, OverflowError, OSError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)

@@ -1,0 +1,206 @@
+import csv
+import gzip
+import json
+import multiprocessing
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from model.classifier import ExtortionClassifier
+from model.data_format import Message, Turn
+from serve.batch import BatchConfig, run_local
+from serve.batch.engine import JobMismatch, rows_with_context
+from serve.batch.reader import ErrorRow, input_files, parse_columns, read_file
+
+TEXTS = ["在吗", "东西坏了", "不给钱就差评", "给我退款", "好的亲", "发货了吗", "再不处理就投诉", "转200删评"]
+
+
+def chat_rows(n: int, conversations: int = 7, shops: int = 3) -> list[dict]:
+    """Interleaved conversations in time order, buyers and sellers alternating."""
+    return [
+        {
+            "message_id": f"m{i}",
+            "conversation_id": f"c{i % conversations}",
+            "sender_id": f"u{i % conversations}" if (i // conversations) % 2 == 0 else f"s{i % shops}",
+            "sender_role": "buyer" if (i // conversations) % 2 == 0 else "seller",
+            "shop_id": f"shop{i % shops}",
+            "ts": 1_764_000_000 + 3600 * i,
+            "text": f"{TEXTS[i % len(TEXTS)]} {i}",
+        }
+        for i in range(n)
+    ]
+
+
+def write_jsonl(path, records, gz=False):
+    opener = gzip.open if gz else open
+    with opener(path, "wt", encoding="utf-8") as handle:
+        for record in records:
+            handle.write((record if isinstance(record, str) else json.dumps(record, ensure_ascii=False)) + "\n")
+    return path
+
+
+def run(folder, inputs, tiny_model_dir, **overrides):
+    """Run the local engine into ``folder/out``; return the summary and the output folder."""
+    settings = {"model": tiny_model_dir, "chunk_rows": 16, "quiet": True, "precision": "fp32"} | overrides
+    config = BatchConfig([str(p) for p in inputs], str(folder / "out"), **settings)
+    return run_local(config), folder / "out"
+
+
+def test_every_row_ends_as_a_prediction_or_an_error(tiny_model_dir, tmp_path):
+    records = chat_rows(40)
+    lines = [*records[:10], "{not json", {"message_id": "e1", "text": ""}, [1, 2], {"message_id": "e2", "text": 5},
+             {"message_id": "e3", "sender_role": "robot", "text": "hi"}, *records[10:]]
+    summary, out = run(tmp_path, [write_jsonl(tmp_path / "log.jsonl", lines)], tiny_model_dir)
+    predictions = pq.read_table(out / "predictions.parquet")
+    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    assert summary["rows_in"] == 45 == predictions.num_rows + len(errors)
+    assert predictions.column("message_id").to_pylist() == [r["message_id"] for r in records]  # input order kept
+    assert [e["row"] for e in errors] == [11, 12, 13, 14, 15]
+    assert "not valid JSON" in errors[0]["reason"] and "empty" in errors[1]["reason"] and "robot" in errors[4]["reason"]
+    assert set(predictions.column("label").to_pylist()) <= {"extortion", "coercion", "complaint", "normal"}
+    assert not list(out.glob(".*.tmp")) and not (out / "_parts").exists()
+
+
+def test_predictions_equal_the_classifier_with_conversation_context(tiny_model_dir, tmp_path):
+    records = chat_rows(30)
+    _, out = run(tmp_path, [write_jsonl(tmp_path / "log.jsonl", records)], tiny_model_dir, context_turns=2)
+    table = pq.read_table(out / "predictions.parquet")
+    history: dict[str, list[Turn]] = {}
+    expected = []
+    for r in records:
+        turns = history.setdefault(r["conversation_id"], [])
+        expected.append(Message(r["text"], tuple(turns[-2:])))
+        turns.append(Turn(r["sender_role"], r["text"]))
+    probs = ExtortionClassifier.from_pretrained(tiny_model_dir, device="cpu").predict_proba(expected)
+    assert table.column("p_extortion").to_numpy() == pytest.approx(probs[:, 0], abs=1e-5)
+
+
+def test_context_follows_input_order_of_each_conversation(tmp_path):
+    records = chat_rows(6, conversations=2)
+    write_jsonl(tmp_path / "log.jsonl", records)
+    config = BatchConfig([str(tmp_path / "log.jsonl")], "unused", context_turns=2)
+    contexts = {row.message_id: [t.text for t in ctx] for row, ctx in rows_with_context([tmp_path / "log.jsonl"], config)}
+    assert contexts["m0"] == [] and contexts["m2"] == ["在吗 0"]
+    assert contexts["m4"] == ["在吗 0", "不给钱就差评 2"]  # conversation c0 only: m0, m2 (m1, m3 are c1)
+
+
+def test_csv_gzip_and_parquet_with_renamed_columns_give_the_same_predictions(tiny_model_dir, tmp_path):
+    records = [{**r, "content": r.pop("text")} for r in chat_rows(20)]
+    (tmp_path / "a").mkdir()
+    write_jsonl(tmp_path / "a" / "log.jsonl.gz", records, gz=True)
+    with open(tmp_path / "log.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+    pq.write_table(pa.Table.from_pylist(records), tmp_path / "log.parquet")
+    results = []
+    for name, path in (("gz", tmp_path / "a"), ("csv", tmp_path / "log.csv"), ("parquet", tmp_path / "log.parquet")):
+        _, out = run(tmp_path / name, [path], tiny_model_dir, columns=parse_columns("text=content"))
+        results.append(pq.read_table(out / "predictions.parquet").column("p_extortion").to_pylist())
+    assert results[0] == pytest.approx(results[1], abs=1e-6) and results[0] == pytest.approx(results[2], abs=1e-6)
+
+
+def test_annotation_format_uses_its_own_context(tiny_model_dir, tmp_path):
+    record = {"id": "a1", "text": "钱呢？", "context": [{"role": "buyer", "text": "给200就删差评"}]}
+    _, out = run(tmp_path, [write_jsonl(tmp_path / "a.jsonl", [record])], tiny_model_dir)
+    expected = ExtortionClassifier.from_pretrained(tiny_model_dir, device="cpu").predict_proba(record)
+    assert pq.read_table(out / "predictions.parquet").column("p_extortion")[0].as_py() == pytest.approx(expected[0], abs=1e-5)
+
+
+def test_rollups_count_shops_per_sender_and_pick_the_trigger(tiny_model_dir, tmp_path):
+    records = chat_rows(42)
+    summary, out = run(tmp_path, [write_jsonl(tmp_path / "log.jsonl", records)], tiny_model_dir)
+    predictions = pq.read_table(out / "predictions.parquet").to_pylist()
+    conversations = {r["conversation_id"]: r for r in pq.read_table(out / "conversations.parquet").to_pylist()}
+    for cid, conversation in conversations.items():
+        rows = [p for p in predictions if p["conversation_id"] == cid]
+        best = max(rows, key=lambda p: p["p_extortion"])
+        assert conversation["trigger_message_id"] == best["message_id"] and conversation["messages"] == len(rows)
+    senders = {r["sender_id"]: r for r in pq.read_table(out / "senders.parquet").to_pylist()}
+    for sid, sender in senders.items():
+        threat_shops = {p["shop_id"] for p in predictions if p["sender_id"] == sid and p["label"] in ("extortion", "coercion")}
+        assert sender["shops_with_threats"] == len(threat_shops)
+    assert summary["conversations"] == 7 and (out / "shops.parquet").exists()
+    page = (out / "report.html").read_text()
+    assert "data:image/png;base64" in page and "Top 100 conversations" in page and "<script" not in page
+
+
+def _crash_after_two_parts(config):
+    # Simulates kill -9: the process dies after writing two parts, with no chance to clean up.
+    import os
+
+    import serve.batch.engine as engine
+
+    original, written = engine.write_part, []
+
+    def write_then_maybe_die(*args):
+        original(*args)
+        written.append(1)
+        if len(written) == 2:
+            os._exit(9)
+
+    engine.write_part = write_then_maybe_die
+    run_local(config)
+
+
+def test_resume_after_kill_gives_the_same_outputs(tiny_model_dir, tmp_path):
+    path = write_jsonl(tmp_path / "log.jsonl", chat_rows(80))
+    reference, reference_out = run(tmp_path / "reference", [path], tiny_model_dir)
+    config = BatchConfig([str(path)], str(tmp_path / "out"), model=tiny_model_dir, chunk_rows=16, quiet=True, precision="fp32")
+    process = multiprocessing.get_context("spawn").Process(target=_crash_after_two_parts, args=(config,))
+    process.start()
+    process.join()
+    assert process.exitcode == 9
+    assert len(list((tmp_path / "out" / "_parts").glob("part-*.parquet"))) == 2
+    assert not (tmp_path / "out" / "predictions.parquet").exists()
+    summary = run_local(config)
+    assert pq.read_table(tmp_path / "out" / "predictions.parquet").equals(pq.read_table(reference_out / "predictions.parquet"))
+    assert summary["predictions"] == reference["predictions"] == 80
+
+
+def test_a_different_job_in_the_same_folder_needs_restart(tiny_model_dir, tmp_path):
+    first = write_jsonl(tmp_path / "one.jsonl", chat_rows(20))
+    second = write_jsonl(tmp_path / "two.jsonl", chat_rows(10))
+    parts = tmp_path / "out" / "_parts"
+    parts.mkdir(parents=True)
+    (parts / "job.json").write_text('{"settings": "another job"}')
+    with pytest.raises(JobMismatch, match="--restart"):
+        run(tmp_path, [first], tiny_model_dir)
+    summary, _ = run(tmp_path, [second], tiny_model_dir, restart=True)
+    assert summary["predictions"] == 10
+
+
+def test_two_workers_give_the_same_predictions(tiny_model_dir, tmp_path):
+    path = write_jsonl(tmp_path / "log.jsonl", chat_rows(50))
+    _, one = run(tmp_path / "one", [path], tiny_model_dir)
+    _, two = run(tmp_path / "two", [path], tiny_model_dir, workers=2)
+    columns = ["message_id", "label", "p_extortion"]
+    assert pq.read_table(one / "predictions.parquet", columns=columns).equals(pq.read_table(two / "predictions.parquet", columns=columns))
+
+
+def test_int8_agrees_with_fp32_on_most_labels(tiny_model_dir, tmp_path):
+    path = write_jsonl(tmp_path / "log.jsonl", chat_rows(40))
+    _, fp32 = run(tmp_path / "a", [path], tiny_model_dir)
+    summary, int8 = run(tmp_path / "b", [path], tiny_model_dir, precision="int8")
+    assert summary["precision"] == "int8"
+    a = pq.read_table(fp32 / "predictions.parquet").column("p_extortion").to_numpy()
+    b = pq.read_table(int8 / "predictions.parquet").column("p_extortion").to_numpy()
+    assert abs(a - b).max() < 0.05 and (a != b).any()
+
+
+def test_bad_paths_and_columns_are_named(tmp_path):
+    with pytest.raises(ValueError, match="no such file"):
+        input_files([str(tmp_path / "missing.jsonl")])
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match="unknown format"):
+        input_files([str(tmp_path / "notes.txt")])
+    with pytest.raises(ValueError, match="FIELD=COLUMN"):
+        parse_columns("body")
+
+
+def test_csv_rows_with_wrong_field_counts_become_errors(tmp_path):
+    (tmp_path / "log.csv").write_text("message_id,text\nm1,你好\nm2,a,b\nm3\n", encoding="utf-8")
+    rows = list(read_file(tmp_path / "log.csv"))
+    assert [type(r).__name__ for r in rows] == ["ChatRow", "ErrorRow", "ErrorRow"]
+    assert isinstance(rows[1], ErrorRow) and rows[1].row == 2 and "3 fields" in rows[1].reason
