@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up .venv on a fresh machine: Python 3.11+, CPU torch, the project and its test tools.
+# Set up .venv on a fresh machine: Python 3.11+, CPU torch, the project, its test tools and Ray (tested in CI).
 # Safe to rerun: it reinstalls only when pyproject.toml changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   # torch first, pinned: 2.13.0 is the CPU build that lies on these machines' disk;
   # an unpinned torch would pull a multi-GB CUDA build.
   .venv/bin/python -m pip install --quiet torch==2.13.0
-  .venv/bin/python -m pip install --quiet -e ".[test]"
+  .venv/bin/python -m pip install --quiet -e ".[test,ray]"
   echo "$wanted" > "$stamp"
 fi

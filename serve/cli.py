@@ -1,7 +1,8 @@
 """The ``extortion-guard`` command line: parses arguments and calls library functions.
 
-Exit codes: 0 success; 1 the data checked has problems (``data validate``);
-2 bad input or usage (empty message, bad lines in a prediction file, wrong flags).
+Exit codes: 0 success; 1 the data checked has problems (``data validate``), or a
+command failed; 2 bad input or usage (empty message, bad lines in a prediction file,
+wrong flags); 3 ``batch`` finished but some rows could not be scored (see errors.jsonl).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from pathlib import Path
 from model.data_format import InvalidDataError, Turn, read_messages
 
 ROLE_ALIASES = {"buyer": "buyer", "seller": "seller", "买家": "buyer", "卖家": "seller"}
+
+
+EXIT_SOME_ERRORS = 3
 
 
 class UsageError(Exception):
@@ -150,6 +154,25 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_batch(args) -> int:
+    from serve.batch import BatchConfig, run_batch
+    from serve.batch.reader import parse_columns
+
+    fields = {f.name for f in dataclasses.fields(BatchConfig)} - {"columns"}
+    try:
+        config = BatchConfig(columns=parse_columns(args.columns), **{name: getattr(args, name) for name in fields})
+        summary = run_batch(config)
+    except ValueError as error:  # bad paths, columns, settings, or another job's parts in the output folder
+        raise UsageError(str(error)) from error
+    if not args.quiet:
+        print(
+            f"{summary['rows_in']:,} rows: {summary['predictions']:,} scored, {summary['errors']:,} errors; "
+            f"{summary['messages_per_second']} messages/s; outputs in {config.output}",
+            file=sys.stderr,
+        )
+    return EXIT_SOME_ERRORS if summary["errors"] else 0
+
+
 def _add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
     for f in dataclasses.fields(cls):
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
@@ -228,6 +251,30 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=64)
     predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     predict.set_defaults(func=cmd_predict)
+
+    batch = commands.add_parser(
+        "batch",
+        help="score chat logs in bulk: predictions, errors, roll-ups, report",
+        description="Exit codes: 0 every row scored; 3 finished, some rows in errors.jsonl; 2 bad input or usage; 1 failed.",
+    )
+    batch.add_argument("inputs", nargs="+", help="files or folders: .jsonl/.json (optionally .gz), .csv (optionally .gz), .parquet")
+    batch.add_argument("--output", required=True, help="output folder (rerun the same command to resume)")
+    batch.add_argument("--columns", default=None, help="renames as FIELD=COLUMN,...: e.g. text=content,message_id=msg_id")
+    batch.add_argument("--model", default=None, help="model folder or hub id (default: the shipped model)")
+    batch.add_argument("--context-turns", type=int, default=4, help="preceding turns of the conversation given as context")
+    batch.add_argument("--max-open-conversations", type=int, default=200_000, help="conversations whose recent turns are remembered")
+    batch.add_argument("--chunk-rows", type=int, default=10_000, help="rows per chunk (unit of memory and of resumption)")
+    batch.add_argument("--batch-size", type=int, default=64)
+    batch.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    batch.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8"], help="auto: bf16 where the hardware has it")
+    batch.add_argument("--workers", type=int, default=1, help="scoring processes (local engine)")
+    batch.add_argument("--engine", default="local", choices=["local", "ray"])
+    batch.add_argument("--ray-address", default=None, help="Ray cluster to join (e.g. ray://head:10001 or auto); default: a local instance")
+    batch.add_argument("--ray-concurrency", type=int, default=1, help="scoring actors")
+    batch.add_argument("--ray-num-gpus", type=float, default=0.0, help="GPUs per scoring actor")
+    batch.add_argument("--quiet", action="store_true", help="no progress bar or summary line (for cron)")
+    batch.add_argument("--restart", action="store_true", help="discard another job's unfinished parts in the output folder")
+    batch.set_defaults(func=cmd_batch)
     return parser
 
 

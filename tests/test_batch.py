@@ -204,3 +204,16 @@ def test_csv_rows_with_wrong_field_counts_become_errors(tmp_path):
     rows = list(read_file(tmp_path / "log.csv"))
     assert [type(r).__name__ for r in rows] == ["ChatRow", "ErrorRow", "ErrorRow"]
     assert isinstance(rows[1], ErrorRow) and rows[1].row == 2 and "3 fields" in rows[1].reason
+
+
+def test_cli_exit_codes_tell_errors_from_failure(tiny_model_dir, tmp_path, capsys):
+    from serve.cli import main
+
+    clean = write_jsonl(tmp_path / "clean.jsonl", chat_rows(5))
+    dirty = write_jsonl(tmp_path / "dirty.jsonl", [*chat_rows(5), {"text": ""}])
+    common = ["--model", str(tiny_model_dir), "--precision", "fp32", "--quiet"]
+    assert main(["batch", str(clean), "--output", str(tmp_path / "a"), *common]) == 0
+    assert main(["batch", str(dirty), "--output", str(tmp_path / "b"), *common]) == 3
+    assert main(["batch", str(tmp_path / "missing"), "--output", str(tmp_path / "c"), *common]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["batch", str(clean), "--output", str(tmp_path / "d"), "--columns", "body", *common]) == 2

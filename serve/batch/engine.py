@@ -24,7 +24,6 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,6 @@ from .outputs import PREDICTION_SCHEMA, finish_outputs
 log = logging.getLogger(__name__)
 
 PARTS = "_parts"
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_SOME_ERRORS = 0, 1, 2, 3
 
 
 class JobMismatch(ValueError):
@@ -235,7 +233,8 @@ def run_local(config: BatchConfig) -> dict:
         progress.close()
     finally:
         scorer.close()
-    summary = finish_outputs(out, parts, files, config, scorer, fingerprint, started)
+    run_info = {"model_version": scorer.version, "precision": scorer.precision, "device": scorer.device, "engine": "local"}
+    summary = finish_outputs(out, parts, files, run_info, fingerprint, started)
     shutil.rmtree(parts)
     return summary
 
@@ -257,6 +256,3 @@ def _progress(total: int, quiet: bool):
 
     return tqdm(total=total, unit="msg", unit_scale=True, file=sys.stderr, disable=quiet, smoothing=0.1, desc="scoring")
 
-
-def config_summary(config: BatchConfig) -> dict:
-    return {k: v for k, v in asdict(config).items() if k not in ("quiet", "restart")}

@@ -139,8 +139,11 @@ def write_rollups(out: Path, predictions: pa.Table) -> dict[str, pa.Table]:
     return tables
 
 
-def finish_outputs(out: Path, parts: Path, files: list[Path], config, scorer, fingerprint: dict, started: float) -> dict:
-    """Predictions, errors, roll-ups, report and (last, as the mark of a finished job) the summary."""
+def finish_outputs(out: Path, parts: Path, files: list[Path], run_info: dict, job: dict, started: float) -> dict:
+    """Predictions, errors, roll-ups, report and (last, as the mark of a finished job) the summary.
+
+    ``run_info`` names the model version, precision, device and engine; ``job`` identifies the job.
+    """
     from .report import write_report
 
     scored, reasons = concatenate_parts(parts, out)
@@ -159,13 +162,10 @@ def finish_outputs(out: Path, parts: Path, files: list[Path], config, scorer, fi
         "senders": tables["senders"].num_rows,
         "shops": tables["shops"].num_rows,
         "files": [str(p) for p in files],
-        "model_version": scorer.version,
-        "precision": scorer.precision,
-        "device": scorer.device,
-        "engine": config.engine,
+        **run_info,
         "seconds": round(seconds, 2),
         "messages_per_second": round((scored + errors) / seconds, 1) if seconds else None,
-        "job": fingerprint,
+        "job": job,
     }
     write_report(out, predictions, tables, summary)
     tmp = out / ".summary.json.tmp"
