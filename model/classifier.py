@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -145,10 +146,15 @@ class ExtortionClassifier:
         return predictions[0] if single else predictions
 
     @torch.inference_mode()
-    def score(self, messages: Sequence[Message], batch_size: int = 64) -> tuple[np.ndarray, list[bool]]:
-        """Probabilities ``(n, 4)`` in :data:`LABELS` order and the truncation flags, for validated messages."""
+    def score(self, messages: Sequence[Message], batch_size: int = 64, timings: dict | None = None) -> tuple[np.ndarray, list[bool]]:
+        """Probabilities ``(n, 4)`` in :data:`LABELS` order and the truncation flags, for validated messages.
+
+        ``timings``, when given, gains the seconds spent preparing and tokenising (``tokenise``) and in the model (``model``).
+        """
+        started = time.perf_counter()
         # Sort by length so each batch pads little, then put rows back in input order.
         encoded = encode_messages(self.tokenizer, messages, self.max_length, self.text_preparation)
+        tokenised = time.perf_counter()
         order = np.argsort([len(ids) for ids in encoded.input_ids], kind="stable")
         probs = np.zeros((len(messages), len(LABELS)), dtype=np.float32)
         to_ours = [self.labels.index(label) for label in LABELS]
@@ -161,4 +167,7 @@ class ExtortionClassifier:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
                 logits = self.model(**tensors).logits.float()
             probs[rows] = torch.softmax(logits, dim=-1)[:, to_ours].cpu().numpy()
+        if timings is not None:
+            timings["tokenise"] = timings.get("tokenise", 0.0) + tokenised - started
+            timings["model"] = timings.get("model", 0.0) + time.perf_counter() - tokenised
         return probs, encoded.truncated

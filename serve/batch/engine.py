@@ -21,7 +21,7 @@ import os
 import shutil
 import sys
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -108,8 +108,10 @@ def _load_worker(model: str | None, device: str, precision: str, threads: int) -
     _worker_classifier = ExtortionClassifier.from_pretrained(model, device=device, precision=precision)
 
 
-def _score_in_worker(messages: list[Message], batch_size: int) -> tuple[np.ndarray, list[bool]]:
-    return _worker_classifier.score(messages, batch_size)
+def _score_in_worker(messages: list[Message], batch_size: int) -> tuple[np.ndarray, list[bool], dict]:
+    timings: dict = {}
+    probs, truncated = _worker_classifier.score(messages, batch_size, timings)
+    return probs, truncated, timings
 
 
 def prediction_table(rows: list[ChatRow], probs: np.ndarray, truncated: list[bool], version: str) -> pa.Table:
@@ -155,11 +157,15 @@ class Scorer:
     def submit(self, messages: list[Message]):
         if self.pool is not None:
             return self.pool.submit(_score_in_worker, messages, self.config.batch_size)
-        return self.classifier.score(messages, self.config.batch_size)
+        timings: dict = {}
+        probs, truncated = self.classifier.score(messages, self.config.batch_size, timings)
+        return probs, truncated, timings
 
-    @staticmethod
-    def result(pending):
-        return pending if isinstance(pending, tuple) else pending.result()
+    def result(self, pending, stages: Counter) -> tuple[np.ndarray, list[bool]]:
+        """The scores of a submitted chunk; adds its tokenising and model seconds (summed over workers) to ``stages``."""
+        probs, truncated, timings = pending if isinstance(pending, tuple) else pending.result()
+        stages.update(timings)
+        return probs, truncated
 
     def close(self) -> None:
         if self.pool is not None:
@@ -219,22 +225,24 @@ def run_local(config: BatchConfig) -> dict:
         prepare_parts(parts, fingerprint, config.restart)
         total = sum(count_rows(p) for p in files)
         progress = _progress(total, config.quiet)
+        stages: Counter = Counter()  # seconds by stage, for "where time goes"
         window = max(2, 2 * config.workers)  # chunks in flight: enough to keep workers busy, few enough to bound memory
         in_flight: deque = deque()
-        for index, chunk in enumerate(chunked(rows_with_context(files, config), config.chunk_rows)):
+        for index, chunk in enumerate(_timed(chunked(rows_with_context(files, config), config.chunk_rows), stages, "read")):
             if (parts / f"part-{index:06d}.parquet").exists():
                 progress.update(len(chunk))
                 continue
             in_flight.append((index, chunk, scorer.submit(_messages(chunk))))
             while len(in_flight) >= window or (in_flight and scorer.pool is None):
-                _finish_chunk(parts, scorer, *in_flight.popleft(), progress)
+                _finish_chunk(parts, scorer, *in_flight.popleft(), progress, stages)
         while in_flight:
-            _finish_chunk(parts, scorer, *in_flight.popleft(), progress)
+            _finish_chunk(parts, scorer, *in_flight.popleft(), progress, stages)
         progress.close()
     finally:
         scorer.close()
-    run_info = {"model_version": scorer.version, "precision": scorer.precision, "device": scorer.device, "engine": "local"}
-    summary = finish_outputs(out, parts, files, run_info, fingerprint, started)
+    run_info = {"model_version": scorer.version, "precision": scorer.precision, "device": scorer.device, "engine": "local",
+                "workers": config.workers}
+    summary = finish_outputs(out, parts, files, run_info, fingerprint, started, stages)
     shutil.rmtree(parts)
     return summary
 
@@ -243,12 +251,28 @@ def _messages(chunk: list) -> list[Message]:
     return [Message(row.text, context, row.message_id, row.sender_role) for row, context in chunk if isinstance(row, ChatRow)]
 
 
-def _finish_chunk(parts: Path, scorer: Scorer, index: int, chunk: list, pending, progress) -> None:
-    probs, truncated = scorer.result(pending)
+def _finish_chunk(parts: Path, scorer: Scorer, index: int, chunk: list, pending, progress, stages: Counter) -> None:
+    probs, truncated = scorer.result(pending, stages)
+    started = time.perf_counter()
     rows = [row for row, _ in chunk if isinstance(row, ChatRow)]
     errors = [row for row, _ in chunk if isinstance(row, ErrorRow)]
     write_part(parts, index, prediction_table(rows, probs, truncated, scorer.version), errors)
+    stages["write"] += time.perf_counter() - started
     progress.update(len(chunk))
+
+
+def _timed(items: Iterable, stages: Counter, stage: str) -> Iterator:
+    """``items``, adding the seconds spent producing each to ``stages[stage]``."""
+    iterator = iter(items)
+    while True:
+        started = time.perf_counter()
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        finally:
+            stages[stage] += time.perf_counter() - started
+        yield item
 
 
 def _progress(total: int, quiet: bool):

@@ -139,13 +139,15 @@ def write_rollups(out: Path, predictions: pa.Table) -> dict[str, pa.Table]:
     return tables
 
 
-def finish_outputs(out: Path, parts: Path, files: list[Path], run_info: dict, job: dict, started: float) -> dict:
+def finish_outputs(out: Path, parts: Path, files: list[Path], run_info: dict, job: dict, started: float, stages: dict | None = None) -> dict:
     """Predictions, errors, roll-ups, report and (last, as the mark of a finished job) the summary.
 
-    ``run_info`` names the model version, precision, device and engine; ``job`` identifies the job.
+    ``run_info`` names the model version, precision, device and engine; ``job`` identifies the job;
+    ``stages`` gives seconds by stage (reading, tokenising, model, writing), where the engine measured them.
     """
     from .report import write_report
 
+    finishing = time.perf_counter()
     scored, reasons = concatenate_parts(parts, out)
     columns = [f.name for f in PREDICTION_SCHEMA if f.name != "text"]
     predictions = pq.read_table(out / "predictions.parquet", columns=columns)
@@ -165,9 +167,11 @@ def finish_outputs(out: Path, parts: Path, files: list[Path], run_info: dict, jo
         **run_info,
         "seconds": round(seconds, 2),
         "messages_per_second": round((scored + errors) / seconds, 1) if seconds else None,
+        "seconds_by_stage": {stage: round(value, 2) for stage, value in (stages or {}).items()},  # "finish" added below
         "job": job,
     }
     write_report(out, predictions, tables, summary)
+    summary["seconds_by_stage"]["finish"] = round(time.perf_counter() - finishing, 2)
     tmp = out / ".summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=1, ensure_ascii=False, default=str))
     os.replace(tmp, out / "summary.json")
