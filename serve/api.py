@@ -1,0 +1,191 @@
+"""The JSON API: ``POST /v1/classify``, ``GET /healthz``, ``GET /metrics``.
+
+Concurrent requests are micro-batched: the first waiting request opens a window of
+``max_wait`` seconds (5 ms), every request arriving in it joins, and one model call
+scores them all. Model calls run one at a time in a worker thread, so the event
+loop keeps accepting requests while the model works. Message texts are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from model.data_format import Message, message_from_json
+from model.labels import LABELS
+
+from .evidence import explain
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGES = 64
+MAX_BODY_BYTES = 1_000_000
+MAX_TEXT_CHARS = 2_000
+
+
+class MicroBatcher:
+    """Gathers the messages of concurrent requests into one model call."""
+
+    def __init__(self, classifier, max_wait: float = 0.005, max_batch: int = 256, enabled: bool = True):
+        self.classifier = classifier
+        self.max_wait = max_wait
+        self.max_batch = max_batch
+        self.enabled = enabled
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="model")  # one model call at a time
+        self._queue: asyncio.Queue | None = None
+        self.batch_sizes: list[int] = []
+
+    async def score(self, messages: list[Message]) -> tuple[np.ndarray, list[bool]]:
+        loop = asyncio.get_running_loop()
+        if not self.enabled:
+            return await loop.run_in_executor(self.executor, self.classifier.score, messages)
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            loop.create_task(self._serve())
+        done = loop.create_future()
+        await self._queue.put((messages, done))
+        return await done
+
+    async def run(self, function, *args):
+        """Run other model work (evidence) in the model thread, in turn with the batches."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            waiting = [await self._queue.get()]
+            deadline = loop.time() + self.max_wait
+            size = len(waiting[0][0])
+            while size < self.max_batch and (left := deadline - loop.time()) > 0:
+                try:
+                    waiting.append(await asyncio.wait_for(self._queue.get(), left))
+                except asyncio.TimeoutError:
+                    break
+                size += len(waiting[-1][0])
+            messages = [m for batch, _ in waiting for m in batch]
+            self.batch_sizes.append(len(messages))
+            try:
+                probs, truncated = await loop.run_in_executor(self.executor, self.classifier.score, messages)
+            except Exception as error:  # noqa: BLE001 - every waiting request must hear of the failure
+                for _, done in waiting:
+                    done.set_exception(error)
+                continue
+            start = 0
+            for batch, done in waiting:
+                done.set_result((probs[start : start + len(batch)], truncated[start : start + len(batch)]))
+                start += len(batch)
+
+
+class Metrics:
+    """Prometheus counters and histograms of one app (its own registry, so tests can build many apps)."""
+
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("extortion_guard_requests", "API requests", ["endpoint", "status"], registry=self.registry)
+        self.latency = Histogram(
+            "extortion_guard_request_seconds", "Latency of /v1/classify", registry=self.registry,
+            buckets=(0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.labels = Counter("extortion_guard_labels", "Labels returned", ["label"], registry=self.registry)
+        self.batch_messages = Histogram("extortion_guard_batch_messages", "Messages per model call", registry=self.registry,
+                                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+
+
+def problem(status: int, reason: str) -> JSONResponse:
+    return JSONResponse({"error": reason}, status_code=status)
+
+
+def parse_body(body: bytes) -> tuple[list[Message], list[bool], bool] | JSONResponse:
+    """The messages of a request, which were cut to :data:`MAX_TEXT_CHARS`, and whether evidence is asked; or the error response."""
+    if len(body) > MAX_BODY_BYTES:
+        return problem(413, f"body is {len(body):,} bytes; the limit is {MAX_BODY_BYTES:,}")
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        return problem(422, f"body is not valid JSON: {error}")
+    if not isinstance(payload, dict) or not isinstance(payload.get("messages"), list):
+        return problem(422, 'body must be an object with a list "messages"')
+    items = payload["messages"]
+    if not items:
+        return problem(422, '"messages" is empty')
+    if len(items) > MAX_MESSAGES:
+        return problem(413, f"{len(items)} messages; the limit is {MAX_MESSAGES} per request")
+    messages, cut = [], []
+    for i, item in enumerate(items):
+        try:
+            message = message_from_json(item)
+        except ValueError as error:
+            return problem(422, f"messages[{i}]: {error}")
+        cut.append(len(message.text) > MAX_TEXT_CHARS)
+        messages.append(Message(message.text[:MAX_TEXT_CHARS], message.context, message.id, message.role))
+    evidence = payload.get("evidence", False)
+    if not isinstance(evidence, bool):
+        return problem(422, '"evidence" must be true or false')
+    return messages, cut, evidence
+
+
+def authorised(request: Request, keys: list[str]) -> bool:
+    if not keys:
+        return True
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and any(hmac.compare_digest(token.strip().encode(), key.encode()) for key in keys)
+
+
+def create_api(classifier, api_keys: list[str] | None = None, micro_batching: bool = True, max_wait: float = 0.005) -> FastAPI:
+    """The FastAPI app serving ``classifier``; ``api_keys`` (when any) are required as bearer tokens on /v1/."""
+    app = FastAPI(title="Extortion Guard", docs_url="/v1/docs", openapi_url="/v1/openapi.json")
+    batcher = MicroBatcher(classifier, max_wait=max_wait, enabled=micro_batching)
+    metrics = Metrics()
+    keys = list(api_keys or [])
+    app.state.batcher, app.state.metrics, app.state.classifier = batcher, metrics, classifier
+
+    @app.post("/v1/classify")
+    async def classify(request: Request):
+        started = time.perf_counter()
+        response = await _classify(request)
+        metrics.requests.labels("/v1/classify", str(response.status_code)).inc()
+        metrics.latency.observe(time.perf_counter() - started)
+        return response
+
+    async def _classify(request: Request):
+        if not authorised(request, keys):
+            return problem(401, "missing or wrong API key: send Authorization: Bearer KEY")
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            return problem(413, f"body is {int(declared):,} bytes; the limit is {MAX_BODY_BYTES:,}")
+        parsed = parse_body(await request.body())
+        if isinstance(parsed, JSONResponse):
+            return parsed
+        messages, cut, want_evidence = parsed
+        probs, truncated = await batcher.score(messages)
+        metrics.batch_messages.observe(len(messages))
+        results = []
+        for message, row, window_cut, chars_cut in zip(messages, probs, truncated, cut):
+            label = LABELS[int(row.argmax())]
+            metrics.labels.labels(label).inc()
+            result = {"id": message.id, "label": label, "probabilities": {l: round(float(p), 6) for l, p in zip(LABELS, row)},
+                      "truncated": bool(window_cut or chars_cut)}
+            if want_evidence:
+                result["evidence"] = (await batcher.run(explain, classifier, message)).to_json()
+            results.append(result)
+        return JSONResponse({"model_version": classifier.version, "results": results})
+
+    @app.get("/healthz")
+    async def healthz():
+        metrics.requests.labels("/healthz", "200").inc()
+        return {"status": "ok", "model_version": classifier.version}
+
+    @app.get("/metrics")
+    async def prometheus():
+        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

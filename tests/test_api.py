@@ -1,0 +1,115 @@
+import asyncio
+import json
+import logging
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from model.classifier import ExtortionClassifier
+from serve.api import MAX_TEXT_CHARS, create_api
+
+SECRET_TEXT = "不给钱就差评秘密内容"
+
+
+@pytest.fixture(scope="module")
+def classifier(tiny_model_dir):
+    return ExtortionClassifier.from_pretrained(tiny_model_dir, device="cpu")
+
+
+@pytest.fixture
+def client(classifier):
+    return TestClient(create_api(classifier, api_keys=["k1", "k2"]))
+
+
+AUTH = {"Authorization": "Bearer k2"}
+
+
+def test_classify_returns_label_and_probabilities_per_message(client, classifier):
+    body = {"messages": [{"text": SECRET_TEXT}, {"text": "钱呢？", "context": [{"role": "buyer", "text": "给200就删差评"}], "id": "x"}]}
+    response = client.post("/v1/classify", json=body, headers=AUTH)
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["id"] for r in results] == [None, "x"]
+    expected = classifier.predict(body["messages"])
+    assert [r["label"] for r in results] == [p.label for p in expected]
+    assert results[1]["probabilities"]["extortion"] == pytest.approx(expected[1].probabilities["extortion"], abs=1e-5)
+    assert "evidence" not in results[0]
+
+
+def test_evidence_scores_words_and_finds_demand_details(client):
+    body = {"messages": [{"text": "不给两千块就差评，转支付宝"}], "evidence": True}
+    evidence = client.post("/v1/classify", json=body, headers=AUTH).json()["results"][0]["evidence"]
+    assert "".join(w["word"] for w in evidence["words"]) == "不给两千块就差评，转支付宝"
+    assert evidence["amounts"] == [2000.0]
+    assert "支付宝" in evidence["channels"] and "bad reviews" in evidence["threats"]
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"}, {"Authorization": "k1"}])
+def test_api_key_required_when_configured(client, headers):
+    assert client.post("/v1/classify", json={"messages": [{"text": "在吗"}]}, headers=headers).status_code == 401
+
+
+def test_no_keys_configured_means_open(classifier):
+    client = TestClient(create_api(classifier))
+    assert client.post("/v1/classify", json={"messages": [{"text": "在吗"}]}).status_code == 200
+
+
+def test_too_many_messages_or_too_large_body_is_413(client):
+    many = {"messages": [{"text": "在吗"}] * 65}
+    assert client.post("/v1/classify", json=many, headers=AUTH).status_code == 413
+    large = json.dumps({"messages": [{"text": "在" * 400_000}]}).encode()  # unicode escapes make it over 1 MB
+    response = client.post("/v1/classify", content=large, headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code == 413 and "limit" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "body, reason",
+    [(b"{not json", "not valid JSON"), (b'{"msgs": []}', '"messages"'), (b'{"messages": []}', "empty"),
+     (b'{"messages": [{"txt": "a"}]}', "messages[0]"), (b'{"messages": [{"text": "  "}]}', "messages[0]"),
+     (b'{"messages": [{"text": "a", "context": [{"role": "boss", "text": "b"}]}]}', "role")],
+)
+def test_malformed_body_is_422_with_the_reason(client, body, reason):
+    response = client.post("/v1/classify", content=body, headers={**AUTH, "Content-Type": "application/json"})
+    assert response.status_code == 422 and reason in response.json()["error"]
+
+
+def test_long_message_is_cut_and_flagged(client):
+    text = "质量问题" * 600
+    assert len(text) > MAX_TEXT_CHARS
+    result = client.post("/v1/classify", json={"messages": [{"text": text}, {"text": "在吗"}]}, headers=AUTH).json()["results"]
+    assert result[0]["truncated"] is True and result[1]["truncated"] is False
+
+
+def test_healthz_and_metrics(client):
+    assert client.get("/healthz").json()["status"] == "ok"
+    client.post("/v1/classify", json={"messages": [{"text": "在吗"}]}, headers=AUTH)
+    client.post("/v1/classify", json={"messages": [{"text": "在吗"}]})
+    text = client.get("/metrics").text
+    assert 'extortion_guard_requests_total{endpoint="/v1/classify",status="200"} 1.0' in text
+    assert 'extortion_guard_requests_total{endpoint="/v1/classify",status="401"} 1.0' in text
+    assert "extortion_guard_request_seconds_bucket" in text and "extortion_guard_labels_total" in text
+
+
+def test_concurrent_requests_share_model_calls_and_get_their_own_answers(classifier):
+    app = create_api(classifier, max_wait=0.05)
+    texts = [f"第{i}次，不给钱就差评" if i % 2 else f"在吗{i}" for i in range(24)]
+
+    async def fire():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            return await asyncio.gather(*(http.post("/v1/classify", json={"messages": [{"text": t, "id": t}]}) for t in texts))
+
+    responses = asyncio.run(fire())
+    assert [r.json()["results"][0]["id"] for r in responses] == texts
+    expected = classifier.predict_proba(texts)[:, 0]
+    got = [r.json()["results"][0]["probabilities"]["extortion"] for r in responses]
+    assert got == pytest.approx(list(expected), abs=1e-5)
+    assert max(app.state.batcher.batch_sizes) > 1 and len(app.state.batcher.batch_sizes) < len(texts)
+
+
+def test_message_text_never_reaches_the_logs(client, caplog):
+    with caplog.at_level(logging.DEBUG):
+        client.post("/v1/classify", json={"messages": [{"text": SECRET_TEXT}], "evidence": True}, headers=AUTH)
+        client.post("/v1/classify", content=b'{"messages": [{"text": "' + SECRET_TEXT.encode() + b'", "context": 5}]}', headers=AUTH)
+    assert SECRET_TEXT not in caplog.text
