@@ -173,6 +173,34 @@ def cmd_batch(args) -> int:
     return EXIT_SOME_ERRORS if summary["errors"] else 0
 
 
+def cmd_serve(args) -> int:
+    import uvicorn
+
+    from serve.server import create_server
+    from serve.settings import load_settings
+
+    try:
+        settings = load_settings(args.config)
+        app = create_server(settings, args.model, args.precision, args.device, login=not args.no_login)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    # uvicorn's access log holds method, path and status only; bodies (message texts) are never logged.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def cmd_hash_password(args) -> int:
+    import getpass
+
+    from serve.settings import hash_password
+
+    password = sys.stdin.readline().rstrip("\n") if args.stdin else getpass.getpass("password: ")
+    if len(password) < 8:
+        raise UsageError("the password is shorter than 8 characters")
+    print(hash_password(password))
+    return 0
+
+
 def _add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
     for f in dataclasses.fields(cls):
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
@@ -275,6 +303,20 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--quiet", action="store_true", help="no progress bar or summary line (for cron)")
     batch.add_argument("--restart", action="store_true", help="discard another job's unfinished parts in the output folder")
     batch.set_defaults(func=cmd_batch)
+
+    serve = commands.add_parser("serve", help="the moderators' app at / and the JSON API at /v1 in one process")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--model", default=None, help="model folder or hub id (default: the shipped model)")
+    serve.add_argument("--config", default=None, help="settings file (TOML): users, api_keys, inbox, batch_root")
+    serve.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8"])
+    serve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    serve.add_argument("--no-login", action="store_true", help="no moderator login (only on a machine only you can reach)")
+    serve.set_defaults(func=cmd_serve)
+
+    hashing = commands.add_parser("hash-password", help="print a password hash for the settings file or EXTORTION_GUARD_USERS")
+    hashing.add_argument("--stdin", action="store_true", help="read the password from stdin instead of prompting")
+    hashing.set_defaults(func=cmd_hash_password)
     return parser
 
 

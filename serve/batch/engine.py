@@ -132,21 +132,23 @@ def prediction_table(rows: list[ChatRow], probs: np.ndarray, truncated: list[boo
 class Scorer:
     """Scores chunks in this process, or in a pool of worker processes with a bounded number of chunks in flight."""
 
-    def __init__(self, config: BatchConfig):
+    def __init__(self, config: BatchConfig, classifier=None):
         import torch
 
         from model.classifier import ExtortionClassifier, resolve_device, resolve_precision
 
         self.config = config
         self.pool = None
+        self.classifier = classifier
         if config.workers > 1:
             threads = max(1, (os.cpu_count() or 1) // config.workers)
             self.pool = ProcessPoolExecutor(
                 config.workers, initializer=_load_worker, initargs=(config.model, config.device, config.precision, threads)
             )
-            # The parent keeps a copy only for the version name and precision; it does no scoring.
-        self.classifier = ExtortionClassifier.from_pretrained(config.model, device="cpu" if self.pool else config.device,
-                                                              precision="fp32" if self.pool else config.precision)
+        if self.classifier is None or self.pool is not None:
+            # With workers the parent keeps a copy only for the version name; it does no scoring.
+            self.classifier = ExtortionClassifier.from_pretrained(config.model, device="cpu" if self.pool else config.device,
+                                                                  precision="fp32" if self.pool else config.precision)
         if self.pool is None and self.classifier.device.type == "cpu":
             torch.set_num_threads(os.cpu_count() or 1)
         self.version = self.classifier.version
@@ -209,12 +211,15 @@ def write_part(parts: Path, index: int, table: pa.Table, errors: list[ErrorRow])
     os.replace(tmp, parts / f"part-{index:06d}.parquet")
 
 
-def run_local(config: BatchConfig) -> dict:
-    """Score every input row; return the summary written to ``summary.json``."""
+def run_local(config: BatchConfig, classifier=None) -> dict:
+    """Score every input row; return the summary written to ``summary.json``.
+
+    ``classifier``: an already loaded model to score with in this process (the app passes its own).
+    """
     started = time.time()
     files = input_files(config.inputs)
     out = Path(config.output)
-    scorer = Scorer(config)
+    scorer = Scorer(config, classifier)
     try:
         fingerprint = job_fingerprint(config, files, scorer.version)
         summary_file = out / "summary.json"

@@ -1,0 +1,148 @@
+"""The moderators' Gradio app, served with the JSON API by one uvicorn process.
+
+Tabs: **Classify** (a message with optional earlier turns; the verdict, the prepared text
+the model saw, the words that drove the extortion score, the demand's amount, channel
+and threat type; then confirm or correct, which appends to the inbox), **Batch**
+(upload a chat log, download predictions) and **Review queue** (the top conversations
+of a batch run's output folder).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+import pyarrow.compute as pc
+import pyarrow.csv
+import pyarrow.parquet as pq
+
+from model.data_format import Message, Turn
+from model.inputs import preparation
+from model.labels import LABELS
+
+from .evidence import explain
+from .inbox import append_decision, decision_record
+from .settings import ServeSettings
+
+ROLES = {"buyer": "buyer", "seller": "seller", "买家": "buyer", "卖家": "seller"}
+EXAMPLES = [
+    ["要么花钱消灾，要么更多的人来给你差评", []],
+    ["不给hb就cp，自己看着办", []],
+    ["不给💰就给查評，懂？", []],
+    ["钱呢？", [["buyer", "给我800我就把差评删了"], ["seller", "亲，这个我们做不到"]]],
+    ["今天不退款我就给差评，东西根本用不了", []],
+    ["收到的杯子是碎的，太失望了，只能给差评了", []],
+    ["在吗？什么时候发货", []],
+]
+CONVERSATION_COLUMNS = ["conversation_id", "top_label", "max_p_extortion", "messages", "trigger_message_id", "shop_id", "last_time"]
+
+
+def parse_context(rows) -> tuple[Turn, ...]:
+    """Earlier turns from the context table: rows of (role, text), blank rows skipped."""
+    turns = []
+    for i, row in enumerate(rows or []):
+        role, text = (list(row) + ["", ""])[:2]
+        if not str(text or "").strip():
+            continue
+        if str(role).strip().lower() not in ROLES:
+            raise gr.Error(f"context row {i + 1}: role must be buyer or seller, not {str(role)[:20]!r}")
+        turns.append(Turn(ROLES[str(role).strip().lower()], str(text)))
+    return tuple(turns)
+
+
+def build_app(classifier, settings: ServeSettings) -> gr.Blocks:
+    prepare = preparation(classifier.text_preparation)
+
+    def classify(text: str, context_rows):
+        if not (text or "").strip():
+            raise gr.Error("the message is empty")
+        message = Message(text, parse_context(context_rows))
+        prediction = classifier.predict(message)
+        evidence = explain(classifier, message)
+        details = {"amounts": evidence.amounts, "payment channels": evidence.channels, "threat types": evidence.threats}
+        state = {"message": message.to_json(), "label": prediction.label, "probabilities": prediction.probabilities}
+        return prediction.probabilities, prepare(text), evidence.words, details, gr.update(value=prediction.label), state
+
+    def record_feedback(state, label: str, request: gr.Request):
+        if not state:
+            raise gr.Error("classify a message first")
+        message = Message(state["message"]["text"], tuple(Turn(t["role"], t["text"]) for t in state["message"]["context"]))
+        record = decision_record(message, label, request.username or "anonymous", classifier.version, state["label"], state["probabilities"])
+        path = append_decision(record, settings.inbox)
+        verb = "Confirmed" if label == state["label"] else f"Corrected {state['label']} → {label}"
+        return f"{verb}; saved as {record['id']} in {path.name}"
+
+    def score_upload(upload):
+        from serve.batch import BatchConfig, run_local
+
+        if upload is None:
+            raise gr.Error("upload a .csv or .jsonl file first")
+        out = Path(tempfile.mkdtemp(prefix="eg-app-batch-"))
+        try:
+            summary = run_local(BatchConfig([upload], str(out / "job"), quiet=True, model=None), classifier=classifier)
+        except ValueError as error:
+            raise gr.Error(str(error)) from error
+        csv_path = out / "predictions.csv"
+        pyarrow.csv.write_csv(pq.read_table(out / "job" / "predictions.parquet"), csv_path)
+        counts = {k: summary[k] for k in ("rows_in", "predictions", "errors", "label_counts")}
+        return str(csv_path), counts
+
+    def batch_folders():
+        root = settings.batch_root
+        return sorted(str(p.parent) for p in root.glob("**/conversations.parquet")) if root.is_dir() else []
+
+    def open_queue(folder: str):
+        if folder not in batch_folders():  # only folders under batch_root, never a path typed by hand
+            raise gr.Error("choose a batch output folder from the list")
+        table = pq.read_table(Path(folder) / "conversations.parquet").slice(0, 100).select(CONVERSATION_COLUMNS)
+        return [[row[c] for c in CONVERSATION_COLUMNS] for row in table.to_pylist()]
+
+    def show_conversation(folder: str, evt: gr.SelectData):
+        if folder not in batch_folders():
+            raise gr.Error("choose a batch output folder from the list")
+        conversation_id = evt.row_value[0]
+        columns = ["ts", "sender_role", "text", "label", "p_extortion"]
+        table = pq.read_table(Path(folder) / "predictions.parquet", columns=["conversation_id", *columns])
+        rows = table.filter(pc.equal(table["conversation_id"], conversation_id)).select(columns).to_pylist()
+        return [[r[c] for c in columns] for r in rows]
+
+    with gr.Blocks(title="Extortion Guard") as app:
+        gr.Markdown(f"## Extortion Guard · model `{classifier.version}`")
+        with gr.Tab("Classify"):
+            with gr.Row():
+                with gr.Column():
+                    message = gr.Textbox(label="Message", lines=3, elem_id="message")
+                    context = gr.Dataframe(
+                        value=[["", ""]], headers=["role", "text"], datatype=["str", "str"], type="array", column_count=(2, "fixed"),
+                        row_count=(2, "dynamic"), label="Earlier turns, oldest first (role: buyer or seller)", elem_id="context",
+                        interactive=True,
+                    )
+                    classify_button = gr.Button("Classify", variant="primary", elem_id="classify")
+                    gr.Examples(EXAMPLES, inputs=[message, context])
+                with gr.Column():
+                    verdict = gr.Label(label="Verdict", num_top_classes=len(LABELS), elem_id="verdict")
+                    prepared = gr.Textbox(label="Prepared text (what the model saw)", interactive=False, elem_id="prepared")
+                    evidence = gr.HighlightedText(label="Evidence: how much each word raises the extortion score", elem_id="evidence")
+                    details = gr.JSON(label="Demand", elem_id="details")
+                    correct = gr.Radio(list(LABELS), label="Your ruling", elem_id="ruling")
+                    send = gr.Button("Confirm or correct", elem_id="send-feedback")
+                    feedback = gr.Markdown(elem_id="feedback-status")
+            state = gr.State()
+            classify_button.click(classify, [message, context], [verdict, prepared, evidence, details, correct, state])
+            send.click(record_feedback, [state, correct], feedback)
+        with gr.Tab("Batch"):
+            upload = gr.File(label="Chat log: CSV or JSON Lines", file_types=[".csv", ".jsonl", ".json", ".gz"], type="filepath")
+            score_button = gr.Button("Score", variant="primary")
+            predictions = gr.File(label="Predictions (CSV)")
+            batch_summary = gr.JSON(label="Summary")
+            score_button.click(score_upload, upload, [predictions, batch_summary])
+        with gr.Tab("Review queue"):
+            folder = gr.Dropdown(choices=batch_folders(), label=f"Batch output folder (under {settings.batch_root})", allow_custom_value=False)
+            refresh = gr.Button("Refresh list")
+            conversations = gr.Dataframe(headers=CONVERSATION_COLUMNS, type="array", interactive=False, label="Top conversations: click one")
+            thread = gr.Dataframe(headers=["ts", "sender_role", "text", "label", "p_extortion"], type="array", interactive=False, label="Conversation")
+            refresh.click(lambda: gr.update(choices=batch_folders()), None, folder)
+            folder.change(open_queue, folder, conversations)
+            conversations.select(show_conversation, folder, thread)
+    return app

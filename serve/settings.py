@@ -1,0 +1,91 @@
+"""Server settings: moderators and their password hashes, API keys, folders.
+
+From a TOML file (``--config``) and the environment; the environment adds to the file:
+
+```toml
+api_keys = ["key-for-the-chat-platform"]
+inbox = "data/annotations/inbox"       # where moderators' decisions go
+batch_root = "runs"                    # batch output folders the review queue may open
+
+[users]                                # name = hash from `extortion-guard hash-password`
+alice = "scrypt$16384$8$1$9f0c...$5be1..."
+```
+
+``EXTORTION_GUARD_USERS="alice:scrypt$...,bob:scrypt$..."`` and
+``EXTORTION_GUARD_API_KEYS="k1,k2"``. There is no default user or password.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+@dataclass
+class ServeSettings:
+    users: dict[str, str] = field(default_factory=dict)
+    """Moderator name to password hash."""
+
+    api_keys: list[str] = field(default_factory=list)
+    """Bearer tokens accepted by the JSON API; none means the API is open."""
+
+    inbox: Path = Path("data/annotations/inbox")
+    """Folder the moderators' decisions are appended to."""
+
+    batch_root: Path = Path("runs")
+    """Folder whose batch outputs the review queue lists."""
+
+    def check_login(self, username: str, password: str) -> bool:
+        stored = self.users.get(username)
+        return stored is not None and check_password(password, stored)
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    """``scrypt$n$r$p$salt$hash`` (hex), with a random salt."""
+    salt = salt or secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, **SCRYPT)
+    return f"scrypt${SCRYPT['n']}${SCRYPT['r']}${SCRYPT['p']}${salt.hex()}${digest.hex()}"
+
+
+def check_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        computed = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p))
+    except ValueError:  # a malformed hash never matches
+        return False
+    return hmac.compare_digest(computed.hex(), digest)
+
+
+def load_settings(config: str | os.PathLike | None = None, environ: dict | None = None) -> ServeSettings:
+    environ = os.environ if environ is None else environ
+    values: dict = {}
+    if config:
+        path = Path(config)
+        if not path.is_file():
+            raise ValueError(f"{config}: no such settings file")
+        try:
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"{config}: not valid TOML: {error}") from error
+    users = dict(values.get("users", {}))
+    for item in filter(None, environ.get("EXTORTION_GUARD_USERS", "").split(",")):
+        name, _, stored = item.partition(":")
+        if not name.strip() or not stored.strip():
+            raise ValueError("EXTORTION_GUARD_USERS: each item must be NAME:HASH")
+        users[name.strip()] = stored.strip()
+    keys = list(values.get("api_keys", [])) + [k.strip() for k in environ.get("EXTORTION_GUARD_API_KEYS", "").split(",") if k.strip()]
+    return ServeSettings(
+        users=users,
+        api_keys=keys,
+        inbox=Path(values.get("inbox", "data/annotations/inbox")),
+        batch_root=Path(values.get("batch_root", "runs")),
+    )

@@ -1,0 +1,95 @@
+"""End to end in a real browser: Debian's chromium, headless, driven by Playwright, against the served app.
+
+Skipped where chromium or Playwright is missing, unless EXTORTION_GUARD_REQUIRE_BROWSER=1
+(as in CI, whose set-up installs both), which turns the skip into a failure.
+"""
+
+import json
+import os
+import re
+import shutil
+import socket
+import threading
+import time
+
+import pytest
+
+from serve.settings import ServeSettings, hash_password
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _require_browser():
+    reason = None
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        reason = "playwright is not installed"
+    if CHROMIUM is None:
+        reason = "Debian's chromium is not installed (apt-get install chromium)"
+    if reason and os.environ.get("EXTORTION_GUARD_REQUIRE_BROWSER") == "1":
+        pytest.fail(reason)
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def served_app(tiny_model_dir, tmp_path):
+    import uvicorn
+
+    from serve.server import create_server
+
+    settings = ServeSettings(users={"alice": hash_password("correct horse")}, inbox=tmp_path / "inbox", batch_root=tmp_path / "runs")
+    app = create_server(settings, str(tiny_model_dir), precision="fp32", device="cpu")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}", settings.inbox
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_moderator_logs_in_classifies_with_context_and_corrects(served_app):
+    _require_browser()
+    from playwright.sync_api import expect, sync_playwright
+
+    url, inbox = served_app
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(url)
+        page.get_by_label("username").fill("alice")
+        page.get_by_label("password").fill("wrong password")
+        page.get_by_role("button", name="Login").click()
+        expect(page.get_by_text("Incorrect Credentials")).to_be_visible(timeout=15_000)
+        page.get_by_label("username").fill("alice")  # the login page clears both fields after a failure
+        page.get_by_label("password").fill("correct horse")
+        page.get_by_role("button", name="Login").click()
+
+        page.locator("#message textarea").fill("钱呢？不给就差评")
+        for column, value in enumerate(("buyer", "给我800我就把差评删了")):
+            page.locator(f'#context [data-testid="cell-0-{column}"]').dblclick()
+            page.keyboard.type(value)
+            page.keyboard.press("Enter")
+        page.locator("#classify").click()
+
+        expect(page.locator("#verdict")).to_contain_text("extortion", timeout=30_000)  # every label is listed with its probability
+        expect(page.locator("#prepared textarea")).to_have_value(re.compile("不给就差评"), timeout=10_000)
+        expect(page.locator("#evidence")).to_contain_text("差评")
+        page.locator("#ruling").get_by_text("complaint").click()
+        page.locator("#send-feedback").click()
+        expect(page.locator("#feedback-status")).to_contain_text("saved as", timeout=15_000)
+        browser.close()
+
+    lines = [json.loads(line) for path in inbox.glob("*.jsonl") for line in path.read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == 1
+    decision = lines[0]
+    assert decision["label"] == "complaint" and decision["moderator"] == "alice" and decision["text"] == "钱呢？不给就差评"
+    assert decision["context"] == [{"role": "buyer", "text": "给我800我就把差评删了"}]
+    assert decision["model_label"] in ("extortion", "coercion", "complaint", "normal") and decision["model_version"]
