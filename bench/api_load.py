@@ -1,0 +1,137 @@
+"""Latency and throughput of ``POST /v1/classify`` on localhost, printed as tables.
+
+    python bench/api_load.py [--model DIR] [--requests 300] [--clients 32] [--seconds 60]
+
+Starts the API (uvicorn, one process) on a free port twice: with micro-batching, then
+without, on the same model. Against each it measures
+1. single-message latency: one client, sequential requests (p50, p90, p99), without and
+   with evidence (evidence only against the micro-batching server);
+2. load: ``--clients`` concurrent clients, each sending one message per request for
+   ``--seconds`` seconds; requests per second, latency percentiles and errors.
+Messages are texts of the labelled set, each request a different one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import socket
+import statistics
+import threading
+import time
+
+import httpx
+import numpy as np
+import torch
+import uvicorn
+
+from model.classifier import DEFAULT_MODEL_DIR, ExtortionClassifier
+from model.data_format import read_messages
+from serve.api import create_api
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def serve(app) -> tuple[uvicorn.Server, str]:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    return server, f"http://127.0.0.1:{port}"
+
+
+def percentiles(seconds: list[float]) -> str:
+    ms = np.array(seconds) * 1000
+    return f"{np.percentile(ms, 50):.1f} | {np.percentile(ms, 90):.1f} | {np.percentile(ms, 99):.1f}"
+
+
+def sequential(url: str, texts, evidence: bool, n: int) -> list[float]:
+    latencies = []
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for text in itertools.islice(texts, n):
+            started = time.perf_counter()
+            response = client.post("/v1/classify", json={"messages": [{"text": text}], "evidence": evidence})
+            latencies.append(time.perf_counter() - started)
+            response.raise_for_status()
+    return latencies
+
+
+async def load(url: str, texts: list[str], clients: int, seconds: float) -> tuple[list[float], int]:
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+    counter = itertools.count()
+
+    async def client_loop(http: httpx.AsyncClient):
+        nonlocal errors
+        while time.perf_counter() < stop:
+            text = texts[next(counter) % len(texts)]
+            started = time.perf_counter()
+            try:
+                response = await http.post("/v1/classify", json={"messages": [{"text": text}]})
+                if response.status_code != 200:
+                    errors += 1
+            except httpx.HTTPError:
+                errors += 1
+            latencies.append(time.perf_counter() - started)
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as http:
+        await asyncio.gather(*(client_loop(http) for _ in range(clients)))
+    return latencies, errors
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(DEFAULT_MODEL_DIR))
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--requests", type=int, default=300, help="sequential single-message requests")
+    parser.add_argument("--evidence-requests", type=int, default=100)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    texts = [m.text for m in read_messages(["data/annotations/messages"]) if not m.context][:5000]
+    classifier = ExtortionClassifier.from_pretrained(args.model, device="cpu", precision=args.precision)
+    print(f"model {classifier.version}, precision {classifier.precision}, {args.threads} threads; "
+          f"mean message {statistics.mean(len(t) for t in texts):.0f} characters")
+
+    latency_rows, load_rows = [], []
+    for batching in (True, False):
+        app = create_api(classifier, micro_batching=batching)
+        server, url = serve(app)
+        sequential(url, itertools.cycle(texts), False, 20)  # warm-up
+        name = "micro-batching" if batching else "no micro-batching"
+        latency_rows.append((f"{name}, no evidence", percentiles(sequential(url, iter(texts), False, args.requests))))
+        if batching:
+            latency_rows.append((f"{name}, with evidence", percentiles(sequential(url, iter(texts[1000:]), True, args.evidence_requests))))
+        latencies, errors = asyncio.run(load(url, texts, args.clients, args.seconds))
+        sizes = app.state.batcher.batch_sizes
+        load_rows.append((name, len(latencies) / args.seconds, percentiles(latencies), errors,
+                          f"{statistics.mean(sizes):.1f}" if sizes else "1"))
+        server.should_exit = True
+        time.sleep(1)
+
+    print("\nSingle message, one client, sequential:\n")
+    print("| server | p50 ms | p90 ms | p99 ms |")
+    print("|---|---|---|---|")
+    for name, cells in latency_rows:
+        print(f"| {name} | {cells} |")
+    print(f"\n{args.clients} concurrent clients for {args.seconds:.0f} s, one message per request:\n")
+    print("| server | requests/s | p50 ms | p90 ms | p99 ms | errors | messages per model call |")
+    print("|---|---|---|---|---|---|---|")
+    for name, rate, cells, errors, mean_batch in load_rows:
+        print(f"| {name} | {rate:.1f} | {cells} | {errors} | {mean_batch} |")
+    print(f"\nmicro-batching / none: {load_rows[0][1] / load_rows[1][1]:.2f}x the throughput")
+
+
+if __name__ == "__main__":
+    main()
