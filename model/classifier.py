@@ -15,8 +15,8 @@ import torch
 from .data_format import Message, message_from_json
 from .inputs import encode_messages, preparation
 from .labels import LABELS
+from .registry import DEFAULT_MODEL_DIR, current_model_dir  # noqa: F401 - DEFAULT_MODEL_DIR is part of this module's API
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default"
 DEFAULT_MAX_LENGTH = 160
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
@@ -108,14 +108,14 @@ class ExtortionClassifier:
     def from_pretrained(
         cls, path: str | os.PathLike | None = None, device: str = "auto", max_length: int | None = None, precision: str = "fp32"
     ):
-        """Load from a local folder (default: the shipped model) or a hub id; safetensors only.
+        """Load from a local folder (default: the current model, see :mod:`model.registry`) or a hub id; safetensors only.
 
         ``precision``: ``auto`` (bf16 where the hardware has it, else fp32); ``fp32``; ``bf16`` (autocast: the matrix units of recent CPUs, or a GPU);
         ``int8`` (dynamic quantisation of the linear layers, CPU only).
         """
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        path = str(path or DEFAULT_MODEL_DIR)
+        path = str(path or current_model_dir())
         model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(path)
         if max_length is None:

@@ -173,6 +173,53 @@ def cmd_batch(args) -> int:
     return EXIT_SOME_ERRORS if summary["errors"] else 0
 
 
+def cmd_retrain(args) -> int:
+    from training.retrain import retrain
+    from training.training_args import TrainConfig
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(**{name: getattr(args, name) for name in fields if hasattr(args, name)})
+    try:
+        comparison = retrain(config, args.inbox, args.start, args.adjudications, args.held_out_share, args.parent, _tolerances(args))
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    failed = [c["name"] for c in comparison["checks"] if not c["passed"]]
+    print(f"merge: {comparison['merge']}; candidate {comparison['candidate_version']} against {comparison['parent_version']}: "
+          + (f"regresses on {', '.join(failed)}" if failed else "passes every check") + f"; see {config.out}/comparison.md")
+    return 0
+
+
+def _tolerances(args):
+    from training.registry import Tolerances
+
+    return Tolerances(args.max_test_drop / 100, args.max_challenge_drop / 100, args.max_real_review_fp_rise / 100)
+
+
+def cmd_models(args) -> int:
+    from training import registry
+
+    try:
+        if args.models_command == "list":
+            for row in registry.list_models():
+                f1 = "–" if row["test_macro_f1"] is None else f"{row['test_macro_f1']:.4f}"
+                print(f"{'*' if row['current'] else ' '} {row['version']:<28} test macro-F1 {f1}  parent {row['parent'] or '–'}  {row['path']}")
+        elif args.models_command == "promote":
+            entry = registry.promote(Path(args.run), _tolerances(args), args.reason if args.force else None)
+            print(f"{entry['version']} is now current (was {entry['previous']}){'; forced: ' + entry['reason'] if entry['forced'] else ''}")
+        else:
+            entry = registry.rollback()
+            print(f"rolled back: {entry['version']} is current again (was {entry['previous']})")
+    except ValueError as error:  # includes a refused promotion
+        raise UsageError(str(error)) from error
+    return 0
+
+
+def _add_tolerance_options(parser) -> None:
+    parser.add_argument("--max-test-drop", type=float, default=0.5, help="points of test macro-F1 a candidate may lose (default 0.5)")
+    parser.add_argument("--max-challenge-drop", type=float, default=1.0, help="points of macro-F1 on any challenge set (default 1)")
+    parser.add_argument("--max-real-review-fp-rise", type=float, default=0.0, help="points of extortion rate on real reviews (default 0)")
+
+
 def cmd_serve(args) -> int:
     import uvicorn
 
@@ -201,9 +248,10 @@ def cmd_hash_password(args) -> int:
     return 0
 
 
-def _add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
+def _add_dataclass_options(parser: argparse.ArgumentParser, cls, defaults: dict | None = None) -> None:
     for f in dataclasses.fields(cls):
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        default = (defaults or {}).get(f.name, default)
         flag = "--" + f.name.replace("_", "-")
         if isinstance(default, list):
             parser.add_argument(flag, dest=f.name, nargs="*", default=default, help=f"default: {' '.join(default)}")
@@ -303,6 +351,27 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--quiet", action="store_true", help="no progress bar or summary line (for cron)")
     batch.add_argument("--restart", action="store_true", help="discard another job's unfinished parts in the output folder")
     batch.set_defaults(func=cmd_batch)
+
+    retrain_parser = commands.add_parser("retrain", help="merge the moderators' inbox, fine-tune, compare with the current model")
+    retrain_parser.add_argument("--inbox", default="data/annotations/inbox", help="folder of moderators' decisions (JSON Lines)")
+    retrain_parser.add_argument("--from", dest="start", choices=["current", "base"], default="current",
+                                help="fine-tune the current model, or the base encoder (--base)")
+    retrain_parser.add_argument("--parent", default=None, help="model to compare with (default: the current model)")
+    retrain_parser.add_argument("--adjudications", default="data/annotations/adjudications.jsonl", help="rulings that settle conflicts")
+    retrain_parser.add_argument("--held-out-share", type=float, default=0.2, help="newest share of accepted labels kept for evaluation")
+    _add_tolerance_options(retrain_parser)
+    _add_dataclass_options(retrain_parser, TrainConfig, defaults={"epochs": 1.0, "learning_rate": 2e-5})
+    retrain_parser.set_defaults(func=cmd_retrain)
+
+    models = commands.add_parser("models", help="versions of the model: list, promote, roll back").add_subparsers(dest="models_command", required=True)
+    models.add_parser("list", help="versions, the current one starred").set_defaults(func=cmd_models)
+    promote = models.add_parser("promote", help="make a retrained run current if it does not regress (see the tolerances)")
+    promote.add_argument("run", help="a folder written by `extortion-guard retrain`")
+    promote.add_argument("--force", action="store_true", help="promote despite a regression (needs --reason)")
+    promote.add_argument("--reason", default=None, help="why a forced promotion is right; recorded in the registry")
+    _add_tolerance_options(promote)
+    promote.set_defaults(func=cmd_models)
+    models.add_parser("rollback", help="make the model before the latest promotion current again").set_defaults(func=cmd_models)
 
     serve = commands.add_parser("serve", help="the moderators' app at / and the JSON API at /v1 in one process")
     serve.add_argument("--host", default="127.0.0.1")

@@ -34,7 +34,7 @@ CANONICAL = [
 
 @pytest.fixture(scope="module")
 def shipped():
-    return ExtortionClassifier.from_pretrained(device="cpu")
+    return ExtortionClassifier.from_pretrained(DEFAULT_MODEL_DIR, device="cpu")
 
 
 def test_shipped_folder_is_safetensors_and_small():

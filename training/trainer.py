@@ -40,8 +40,11 @@ def class_weights(train_labels: list[str], scheme: str) -> torch.Tensor | None:
     return torch.tensor(counts.sum() / (len(LABELS) * counts), dtype=torch.float32)
 
 
-def train(config: TrainConfig) -> dict:
-    """Run one fine-tuning: train with dev early stopping, evaluate dev and test, save the model folder."""
+def train(config: TrainConfig, corpus=None) -> dict:
+    """Run one fine-tuning: train with dev early stopping, evaluate dev and test, save the model folder.
+
+    ``corpus``: an already loaded :class:`Corpus` for ``config``'s data (retraining loads it once for both models).
+    """
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
@@ -54,7 +57,7 @@ def train(config: TrainConfig) -> dict:
 
     set_seed(config.seed)
     device = resolve_device(config.device)
-    corpus = load_corpus(config.data, config.frozen_test, config.challenge, config.sources, config.relabels)
+    corpus = corpus or load_corpus(config.data, config.frozen_test, config.challenge, config.sources, config.relabels)
     external = [m for sample in corpus.external_train.values() for m in sample]
     train_messages = (corpus.train + external)[: config.max_train_samples]
     disguised = augment(train_messages, config.augment_share, config.seed)

@@ -1,0 +1,83 @@
+"""Retraining end to end on a tiny model: inbox with good, bad and conflicting lines; compare; promote; roll back."""
+
+import json
+
+import pytest
+
+from model.classifier import DEFAULT_MODEL_DIR
+from model.registry import current_model_dir, read_registry
+from serve.cli import main
+from tests.conftest import write_jsonl
+from tests.test_training import synthetic_records
+from training.registry import Tolerances, check_promotion
+
+
+def inbox_lines(corpus):
+    good = [{"id": f"new-{i}", "text": f"新的{r['text']}{i}", "context": [], "label": r["label"], "moderator": "alice",
+             "decided_at": f"2026-11-{10 + i % 18:02d}T10:00:00+00:00"} for i, r in enumerate(synthetic_records(30, seed=7))]
+    same_as_corpus = {**corpus[0], "id": "dup-1", "moderator": "bob", "decided_at": "2026-11-20T09:00:00+00:00"}
+    against_corpus = {**corpus[1], "id": "clash-1", "label": "normal" if corpus[1]["label"] != "normal" else "extortion",
+                      "moderator": "bob", "decided_at": "2026-11-20T09:00:00+00:00"}
+    disagree = [{"id": f"split-{who}", "text": "钱呢？到底给不给", "context": [{"role": "buyer", "text": "给我500"}], "label": label,
+                 "moderator": who, "decided_at": "2026-11-21T09:00:00+00:00"} for who, label in (("alice", "extortion"), ("bob", "normal"))]
+    return good, [same_as_corpus, against_corpus, *disagree], ["{torn line", json.dumps({"id": "x", "text": "hi", "label": "spam"})]
+
+
+def test_retrain_compare_promote_rollback(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    monkeypatch.setenv("EXTORTION_GUARD_MODELS", str(tmp_path / "models"))
+    corpus = synthetic_records(120)
+    data = write_jsonl(tmp_path / "corpus.jsonl", corpus)
+    (tmp_path / "challenge").mkdir()
+    write_jsonl(tmp_path / "challenge" / "hard.jsonl", [{**r, "id": f"ch-{i}"} for i, r in enumerate(synthetic_records(8, seed=1))])
+    good, tricky, bad = inbox_lines(corpus)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "2026-11-20.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in good + tricky) + "\n".join(bad) + "\n")
+    out = tmp_path / "runs" / "candidate"
+    args = ["retrain", "--inbox", str(inbox), "--out", str(out), "--parent", str(tiny_model_dir), "--data", str(data),
+            "--challenge", str(tmp_path / "challenge"), "--frozen-test", "none", "--sources", "none", "--epochs", "2",
+            "--batch-size", "16", "--learning-rate", "1e-3", "--max-length", "32", "--device", "cpu", "--precision", "fp32"]
+    assert main(args) == 0
+
+    merge = json.loads((out / "inbox" / "merge.json").read_text())
+    assert merge == {"accepted": 24, "held_out": 6, "duplicates": 1, "conflicts": 2, "rejected": 2}
+    assert merge["accepted"] + merge["held_out"] + merge["duplicates"] + 3 + merge["rejected"] == len(good + tricky + bad)  # nothing lost
+    conflicts = [json.loads(line) for line in (out / "inbox" / "conflicts.jsonl").read_text().splitlines()]
+    assert sorted(c["kind"] for c in conflicts) == ["against the corpus", "moderators disagree"]
+    rejected = [json.loads(line) for line in (out / "inbox" / "rejected.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in rejected] == [len(good + tricky) + 1, len(good + tricky) + 2] and "label" in rejected[1]["reason"]
+    decided = {r["id"]: r["decided_at"] for r in good}
+    held = [json.loads(line)["id"] for line in (out / "inbox" / "new_labels.jsonl").read_text().splitlines()]
+    accepted = [json.loads(line)["id"] for line in (out / "inbox" / "accepted.jsonl").read_text().splitlines()]
+    assert min(decided[i] for i in held) >= max(decided[i] for i in accepted)  # the newest decisions were held out
+
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert set(comparison["candidate"]["challenge_macro_f1"]) == {"hard", "new_labels"}
+    assert comparison["parent_path"] == str(tiny_model_dir) and (out / "comparison.md").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert str(data) in manifest["data"] and any(p.endswith("accepted.jsonl") for p in manifest["data"])
+
+    forced = not all(c["passed"] for c in comparison["checks"])
+    if forced:  # a tiny random model may well regress; then promotion needs a reason
+        assert main(["models", "promote", str(out)]) == 2
+        assert "--force" in capsys.readouterr().err
+        assert read_registry(tmp_path / "models")["current"] is None
+    assert main(["models", "promote", str(out), "--force", "--reason", "test run"]) == 0
+    assert current_model_dir() == tmp_path / "models" / "candidate"
+    assert (tmp_path / "models" / "candidate" / "model.safetensors").exists()
+    entry = read_registry(tmp_path / "models")["history"][-1]
+    assert entry["forced"] == forced and (entry["reason"] == "test run") == forced
+    assert main(["models", "list"]) == 0 and "* candidate" in capsys.readouterr().out
+    assert main(["models", "rollback"]) == 0
+    assert current_model_dir() == DEFAULT_MODEL_DIR
+    assert main(["models", "rollback"]) == 2  # nothing left to roll back
+
+
+def test_promotion_checks_use_the_tolerances():
+    comparison = {"new_labels_set": "new_labels",
+                  "parent": {"test_macro_f1": 0.90, "challenge_macro_f1": {"hard": 0.80, "new_labels": 0.5}, "real_review_extortion_rate": 0.001},
+                  "candidate": {"test_macro_f1": 0.896, "challenge_macro_f1": {"hard": 0.785, "new_labels": 0.1}, "real_review_extortion_rate": 0.001}}
+    checks = {c["name"]: c["passed"] for c in check_promotion(comparison, Tolerances())}
+    assert checks == {"test macro-F1": True, "challenge hard macro-F1": False, "extortion rate on real reviews": True}
+    comparison["candidate"]["real_review_extortion_rate"] = 0.002
+    assert not {c["name"]: c["passed"] for c in check_promotion(comparison, Tolerances(challenge_macro_f1_drop=0.02))}["extortion rate on real reviews"]

@@ -1,0 +1,166 @@
+"""Model versions: promote a retrained model when it is no worse, roll back to the one before.
+
+The registry is a folder (``models/`` by default, or ``$EXTORTION_GUARD_MODELS``):
+
+    models/
+      registry.json        {"current": VERSION, "history": [every promotion and rollback]}
+      VERSION/             a model folder with train_metrics.json, comparison.json, manifest.json, lineage.json
+
+With no registry, or no promotion yet, the current model is the shipped ``model/default``.
+The app and the batch job load :func:`model.registry.current_model_dir` whenever no model is named.
+Changes to ``registry.json`` are written to a temporary file and renamed, under a lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from model.classifier import DEFAULT_MODEL_DIR
+from model.registry import read_registry, registry_root
+
+MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "README.md",
+               "train_config.json", "train_metrics.json", "comparison.json", "comparison.md", "manifest.json")
+
+
+@dataclass
+class Tolerances:
+    """How much worse a candidate may be and still be promoted."""
+
+    test_macro_f1_drop: float = 0.005
+    """Largest fall in macro-F1 on the frozen test split (0.005 = half a point)."""
+
+    challenge_macro_f1_drop: float = 0.01
+    """Largest fall in macro-F1 on any challenge set (one point)."""
+
+    real_review_fp_rise: float = 0.0
+    """Largest rise in the extortion rate on held-out real reviews (none)."""
+
+
+@contextmanager
+def _locked(root: Path):
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _write_registry(root: Path, registry: dict) -> None:
+    tmp = root / ".registry.json.tmp"
+    tmp.write_text(json.dumps(registry, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, root / "registry.json")
+
+
+def check_promotion(comparison: dict, tolerances: Tolerances) -> list[dict]:
+    """Each check of a comparison against the tolerances: name, parent, candidate, change, allowed, passed."""
+    checks = []
+
+    def check(name: str, parent, candidate, allowed: float, higher_is_better: bool = True):
+        if parent is None or candidate is None:
+            checks.append({"name": name, "parent": parent, "candidate": candidate, "passed": True, "note": "not measured"})
+            return
+        change = candidate - parent
+        passed = change >= -allowed if higher_is_better else change <= allowed
+        checks.append({"name": name, "parent": parent, "candidate": candidate, "change": round(change, 6), "allowed": allowed, "passed": passed})
+
+    parent, candidate = comparison["parent"], comparison["candidate"]
+    check("test macro-F1", parent.get("test_macro_f1"), candidate.get("test_macro_f1"), tolerances.test_macro_f1_drop)
+    for name, value in candidate.get("challenge_macro_f1", {}).items():
+        if name == comparison.get("new_labels_set"):
+            continue  # the new labels are what the candidate learned from; they are reported, not a gate
+        check(f"challenge {name} macro-F1", parent.get("challenge_macro_f1", {}).get(name), value, tolerances.challenge_macro_f1_drop)
+    check("extortion rate on real reviews", parent.get("real_review_extortion_rate"), candidate.get("real_review_extortion_rate"),
+          tolerances.real_review_fp_rise, higher_is_better=False)
+    return checks
+
+
+def promote(run: Path, tolerances: Tolerances, force_reason: str | None = None, root: Path | None = None) -> dict:
+    """Copy a retrained run into the registry and make it current, if it passes the checks (or is forced with a reason)."""
+    root = root or registry_root()
+    comparison_file = run / "comparison.json"
+    if not comparison_file.exists():
+        raise ValueError(f"{run}: no comparison.json; promote a folder written by `extortion-guard retrain`")
+    comparison = json.loads(comparison_file.read_text(encoding="utf-8"))
+    checks = check_promotion(comparison, tolerances)
+    failed = [c["name"] for c in checks if not c["passed"]]
+    if failed and not force_reason:
+        raise PromotionRefused(f"{run.name} regresses beyond the tolerances on: {', '.join(failed)} (see {comparison_file}); "
+                               "use --force --reason TEXT to promote anyway")
+    with _locked(root):
+        registry = read_registry(root)
+        version = run.name
+        if (root / version).exists():
+            raise ValueError(f"version {version} is already in {root}; retrain into a new folder name")
+        staging = root / f".{version}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        for name in MODEL_FILES:
+            if (run / name).exists():
+                shutil.copy2(run / name, staging / name)
+        if (run / "eval").is_dir():
+            shutil.copytree(run / "eval", staging / "eval")
+        entry = {"action": "promote", "version": version, "previous": registry["current"] or _default_version(), "at": _now(),
+                 "forced": bool(failed), "reason": force_reason if failed else None, "checks": checks, "parent": comparison.get("parent_version")}
+        (staging / "lineage.json").write_text(json.dumps(entry, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(staging, root / version)
+        registry["current"] = version
+        registry["history"].append(entry)
+        _write_registry(root, registry)
+    return entry
+
+
+def rollback(root: Path | None = None) -> dict:
+    """Make the model that was current before the latest promotion current again."""
+    root = root or registry_root()
+    with _locked(root):
+        registry = read_registry(root)
+        if not registry["current"]:
+            raise ValueError("nothing to roll back: the shipped default model is current")
+        promotions = [e for e in registry["history"] if e["action"] == "promote" and e["version"] == registry["current"]]
+        previous = promotions[-1]["previous"]
+        entry = {"action": "rollback", "version": previous, "previous": registry["current"], "at": _now()}
+        registry["current"] = None if previous == _default_version() else previous
+        registry["history"].append(entry)
+        _write_registry(root, registry)
+    return entry
+
+
+def list_models(root: Path | None = None) -> list[dict]:
+    """Every version in the registry, and the shipped default, with its test macro-F1 and parent."""
+    root = root or registry_root()
+    registry = read_registry(root)
+    rows = [{"version": _default_version(), "path": str(DEFAULT_MODEL_DIR), "current": registry["current"] is None,
+             "test_macro_f1": _test_f1(DEFAULT_MODEL_DIR), "parent": None, "promoted_at": None}]
+    for entry in registry["history"]:
+        if entry["action"] == "promote":
+            folder = root / entry["version"]
+            rows.append({"version": entry["version"], "path": str(folder), "current": registry["current"] == entry["version"],
+                         "test_macro_f1": _test_f1(folder), "parent": entry.get("parent"), "promoted_at": entry["at"],
+                         "forced": entry.get("forced", False)})
+    return rows
+
+
+class PromotionRefused(ValueError):
+    """The candidate regresses beyond the tolerances and was not forced."""
+
+
+def _test_f1(folder: Path):
+    metrics = folder / "train_metrics.json"
+    if not metrics.exists():
+        return None
+    return json.loads(metrics.read_text(encoding="utf-8")).get("test", {}).get("macro_f1")
+
+
+def _default_version() -> str:
+    config = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text(encoding="utf-8"))
+    return config.get("extortion_guard_version") or "default"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
