@@ -64,6 +64,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="eg-memory-"))
     model = args.model or "-"
     if args.tiny:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' tiny model builder
         from tests.conftest import save_tiny_model
 
         model = str(work / "tiny")

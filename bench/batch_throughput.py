@@ -74,7 +74,7 @@ def main() -> None:
 
     precisions = ["fp32", "int8"] + (["bf16"] if native_bf16(torch.device("cpu")) else [])
     reference = None
-    for precision, workers in [(p, 1) for p in precisions] + [(p, 2) for p in precisions if p != "fp32"]:
+    for precision, workers in [(p, w) for w in (1, 2) for p in precisions]:
         summary, labels = engine_run(plain, work / f"{precision}-{workers}", args.model, precision, workers, context_turns=0)
         reference = reference or labels
         agreement = sum(a == b for a, b in zip(labels, reference)) / len(labels)
