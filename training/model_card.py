@@ -34,7 +34,7 @@ def write_model_card(out: Path, config: TrainConfig, summary: dict) -> None:
         "",
         "```python",
         "from model import ExtortionClassifier",
-        "clf = ExtortionClassifier.from_pretrained(\"path/to/this/folder\")  # no argument: the shipped default",
+        "clf = ExtortionClassifier.from_pretrained(\"path/to/this/folder\")  # no argument: the current model (see models list)",
         'clf.predict({"text": "钱呢？", "context": [{"role": "buyer", "text": "给我转500，不然差评"}]})',
         "```",
         "",
@@ -61,7 +61,8 @@ def write_model_card(out: Path, config: TrainConfig, summary: dict) -> None:
         "",
         "## Training",
         "",
-        f"- Base encoder: `{config.base}`",
+        f"- Fine-tuned further from our classifier `{summary['parent_version']}` (then at `{config.base}`)"
+        if summary.get("parent_version") else f"- Base encoder: `{config.base}`",
         f"- Device: {summary['device']}, precision {summary['precision']}; {summary['epochs_run']} epochs in {summary['train_seconds']} s "
         f"(early stopping on dev macro-F1, patience {config.early_stopping_patience}; best dev macro-F1 {summary['best_dev_macro_f1']:.3f})",
         f"- Weights: safetensors, stored as {config.save_dtype}, {size_mb:.1f} MB",

@@ -69,6 +69,7 @@ def train(config: TrainConfig, corpus=None) -> dict:
     model = AutoModelForSequenceClassification.from_pretrained(
         config.base, num_labels=len(LABELS), id2label=ID2LABEL, label2id=LABEL2ID, use_safetensors=True, dtype=torch.float32
     )
+    parent_version = getattr(model.config, "extortion_guard_version", None)  # set when continuing from one of our classifiers
     train_set = to_dataset(train_messages + disguised, tokenizer, config.max_length, config.text_preparation)
     dev_set = to_dataset(dev_messages, tokenizer, config.max_length, config.text_preparation)
     weights = class_weights([m.label for m in train_messages], config.class_weighting)
@@ -134,6 +135,7 @@ def train(config: TrainConfig, corpus=None) -> dict:
     classifier = ExtortionClassifier.from_pretrained(out, device=config.device)
     summary = {
         "base": config.base,
+        "parent_version": parent_version,
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "precision": "bf16" if bf16 else "fp32",
         "train_seconds": round(train_seconds, 1),
