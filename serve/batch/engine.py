@@ -228,6 +228,7 @@ def run_local(config: BatchConfig, classifier=None) -> dict:
             return json.loads(summary_file.read_text())
         parts = out / PARTS
         prepare_parts(parts, fingerprint, config.restart)
+        summary_file.unlink(missing_ok=True)  # the mark of a finished job: gone until this job finishes
         total = sum(count_rows(p) for p in files)
         progress = _progress(total, config.quiet)
         stages: Counter = Counter()  # seconds by stage, for "where time goes"

@@ -59,11 +59,10 @@ class ErrorRow:
 
 def file_format(path: Path) -> str | None:
     """``jsonl``, ``csv`` or ``parquet`` from the name (a ``.gz`` suffix allowed for text formats), else None."""
-    suffixes = [s.lower() for s in path.suffixes[-2:]]
-    if suffixes and suffixes[-1] == ".gz":
-        suffixes = suffixes[:-1]
-        return FORMATS.get(suffixes[-1]) if suffixes and FORMATS.get(suffixes[-1]) != "parquet" else None
-    return FORMATS.get(suffixes[-1]) if suffixes else None
+    name = path.name.lower()
+    gzipped = name.endswith(".gz")
+    fmt = FORMATS.get(Path(name.removesuffix(".gz")).suffix)
+    return None if gzipped and fmt == "parquet" else fmt
 
 
 def input_files(paths: list[str]) -> list[Path]:
