@@ -2,8 +2,9 @@
 
     python bench/api_load.py [--model DIR] [--requests 300] [--clients 32] [--seconds 60]
 
-Starts the API (uvicorn, one process) on a free port twice: with micro-batching, then
-without, on the same model. Against each it measures
+Starts `extortion-guard serve` (one uvicorn process, as in production) on a free port
+twice: with micro-batching (5 ms window), then without, on the same model; the clients
+run in this process. Against each server it measures
 1. single-message latency: one client, sequential requests (p50, p90, p99), without and
    with evidence (evidence only against the micro-batching server);
 2. load: ``--clients`` concurrent clients, each sending one message per request for
@@ -16,19 +17,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import os
+import re
 import socket
 import statistics
-import threading
+import subprocess
+import sys
 import time
 
 import httpx
 import numpy as np
-import torch
-import uvicorn
 
-from model.classifier import DEFAULT_MODEL_DIR, ExtortionClassifier
+from model.classifier import DEFAULT_MODEL_DIR
 from model.data_format import read_messages
-from serve.api import create_api
 
 
 def free_port() -> int:
@@ -37,13 +38,30 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def serve(app) -> tuple[uvicorn.Server, str]:
+def serve(model: str, precision: str, wait_ms: float) -> tuple[subprocess.Popen, str]:
+    """``extortion-guard serve`` in its own process; returns it once /healthz answers."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    return server, f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "serve.cli", "serve", "--no-login", "--port", str(port), "--model", model,
+               "--precision", precision, "--micro-batch-wait-ms", str(wait_ms)]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return server, url
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    server.kill()
+    raise RuntimeError("the server did not start within 180 s")
+
+
+def mean_batch(url: str) -> str:
+    """Messages per model call, from the server's Prometheus histogram."""
+    text = httpx.get(f"{url}/metrics").text
+    total = float(re.search(r"^extortion_guard_batch_messages_sum (\S+)", text, re.M).group(1))
+    calls = float(re.search(r"^extortion_guard_batch_messages_count (\S+)", text, re.M).group(1))
+    return f"{total / calls:.1f}" if calls else "–"
 
 
 def percentiles(seconds: list[float]) -> str:
@@ -95,30 +113,24 @@ def main() -> None:
     parser.add_argument("--evidence-requests", type=int, default=100)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
-    torch.set_num_threads(args.threads)
     texts = [m.text for m in read_messages(["data/annotations/messages"]) if not m.context][:5000]
-    classifier = ExtortionClassifier.from_pretrained(args.model, device="cpu", precision=args.precision)
-    print(f"model {classifier.version}, precision {classifier.precision}, {args.threads} threads; "
+    print(f"model {args.model}, precision {args.precision}, {os.cpu_count()} cores shared by server and clients; "
           f"mean message {statistics.mean(len(t) for t in texts):.0f} characters")
 
     latency_rows, load_rows = [], []
     for batching in (True, False):
-        app = create_api(classifier, micro_batching=batching)
-        server, url = serve(app)
+        server, url = serve(args.model, args.precision, 5.0 if batching else 0.0)
         sequential(url, itertools.cycle(texts), False, 20)  # warm-up
         name = "micro-batching" if batching else "no micro-batching"
         latency_rows.append((f"{name}, no evidence", percentiles(sequential(url, iter(texts), False, args.requests))))
         if batching:
             latency_rows.append((f"{name}, with evidence", percentiles(sequential(url, iter(texts[1000:]), True, args.evidence_requests))))
         latencies, errors = asyncio.run(load(url, texts, args.clients, args.seconds))
-        sizes = app.state.batcher.batch_sizes
-        load_rows.append((name, len(latencies) / args.seconds, percentiles(latencies), errors,
-                          f"{statistics.mean(sizes):.1f}" if sizes else "1"))
-        server.should_exit = True
-        time.sleep(1)
+        load_rows.append((name, len(latencies) / args.seconds, percentiles(latencies), errors, mean_batch(url)))
+        server.terminate()
+        server.wait(timeout=30)
 
     print("\nSingle message, one client, sequential:\n")
     print("| server | p50 ms | p90 ms | p99 ms |")
@@ -128,8 +140,8 @@ def main() -> None:
     print(f"\n{args.clients} concurrent clients for {args.seconds:.0f} s, one message per request:\n")
     print("| server | requests/s | p50 ms | p90 ms | p99 ms | errors | messages per model call |")
     print("|---|---|---|---|---|---|---|")
-    for name, rate, cells, errors, mean_batch in load_rows:
-        print(f"| {name} | {rate:.1f} | {cells} | {errors} | {mean_batch} |")
+    for name, rate, cells, errors, messages_per_call in load_rows:
+        print(f"| {name} | {rate:.1f} | {cells} | {errors} | {messages_per_call} |")
     print(f"\nmicro-batching / none: {load_rows[0][1] / load_rows[1][1]:.2f}x the throughput")
 
 

@@ -35,18 +35,19 @@ MAX_TEXT_CHARS = 2_000
 class MicroBatcher:
     """Gathers the messages of concurrent requests into one model call."""
 
-    def __init__(self, classifier, max_wait: float = 0.005, max_batch: int = 256, enabled: bool = True):
+    def __init__(self, classifier, max_wait: float = 0.005, max_batch: int = 256, enabled: bool = True, observe_batch=None):
         self.classifier = classifier
         self.max_wait = max_wait
         self.max_batch = max_batch
         self.enabled = enabled
+        self.observe_batch = observe_batch or (lambda size: None)  # told the number of messages of every model call
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="model")  # one model call at a time
         self._queue: asyncio.Queue | None = None
-        self.batch_sizes: list[int] = []
 
     async def score(self, messages: list[Message]) -> tuple[np.ndarray, list[bool]]:
         loop = asyncio.get_running_loop()
         if not self.enabled:
+            self.observe_batch(len(messages))
             return await loop.run_in_executor(self.executor, self.classifier.score, messages)
         if self._queue is None:
             self._queue = asyncio.Queue()
@@ -72,7 +73,7 @@ class MicroBatcher:
                     break
                 size += len(waiting[-1][0])
             messages = [m for batch, _ in waiting for m in batch]
-            self.batch_sizes.append(len(messages))
+            self.observe_batch(len(messages))
             try:
                 probs, truncated = await loop.run_in_executor(self.executor, self.classifier.score, messages)
             except Exception as error:  # noqa: BLE001 - every waiting request must hear of the failure
@@ -143,8 +144,8 @@ def authorised(request: Request, keys: list[str]) -> bool:
 def create_api(classifier, api_keys: list[str] | None = None, micro_batching: bool = True, max_wait: float = 0.005) -> FastAPI:
     """The FastAPI app serving ``classifier``; ``api_keys`` (when any) are required as bearer tokens on /v1/."""
     app = FastAPI(title="Extortion Guard", docs_url="/v1/docs", openapi_url="/v1/openapi.json")
-    batcher = MicroBatcher(classifier, max_wait=max_wait, enabled=micro_batching)
     metrics = Metrics()
+    batcher = MicroBatcher(classifier, max_wait=max_wait, enabled=micro_batching, observe_batch=metrics.batch_messages.observe)
     keys = list(api_keys or [])
     app.state.batcher, app.state.metrics, app.state.classifier = batcher, metrics, classifier
 
@@ -167,7 +168,6 @@ def create_api(classifier, api_keys: list[str] | None = None, micro_batching: bo
             return parsed
         messages, cut, want_evidence = parsed
         probs, truncated = await batcher.score(messages)
-        metrics.batch_messages.observe(len(messages))
         results = []
         for message, row, window_cut, chars_cut in zip(messages, probs, truncated, cut):
             label = LABELS[int(row.argmax())]

@@ -228,7 +228,8 @@ def cmd_serve(args) -> int:
 
     try:
         settings = load_settings(args.config)
-        app = create_server(settings, args.model, args.precision, args.device, login=not args.no_login)
+        app = create_server(settings, args.model, args.precision, args.device, login=not args.no_login,
+                            micro_batch_wait=args.micro_batch_wait_ms / 1000)
     except ValueError as error:
         raise UsageError(str(error)) from error
     # uvicorn's access log holds method, path and status only; bodies (message texts) are never logged.
@@ -381,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8"])
     serve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     serve.add_argument("--no-login", action="store_true", help="no moderator login (only on a machine only you can reach)")
+    serve.add_argument("--micro-batch-wait-ms", type=float, default=5.0, help="how long a request waits to share a model call; 0: off")
     serve.set_defaults(func=cmd_serve)
 
     hashing = commands.add_parser("hash-password", help="print a password hash for the settings file or EXTORTION_GUARD_USERS")

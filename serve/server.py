@@ -11,8 +11,11 @@ from .settings import ServeSettings
 
 
 def create_server(settings: ServeSettings, model: str | None = None, precision: str = "auto", device: str = "auto",
-                  login: bool = True) -> FastAPI:
-    """Load the model once and serve it to both the API and the app; the app asks moderators to log in."""
+                  login: bool = True, micro_batch_wait: float = 0.005) -> FastAPI:
+    """Load the model once and serve it to both the API and the app; the app asks moderators to log in.
+
+    ``micro_batch_wait``: seconds a request waits for others to share its model call; 0 turns micro-batching off.
+    """
     import gradio as gr
 
     from .app import build_app
@@ -23,7 +26,10 @@ def create_server(settings: ServeSettings, model: str | None = None, precision: 
             "(hashes from `extortion-guard hash-password`), or pass --no-login on a machine only you can reach"
         )
     classifier = ExtortionClassifier.from_pretrained(model, device=device, precision=precision)
-    api = create_api(classifier, settings.api_keys)
+    import jieba
+
+    jieba.initialize()  # load the dictionary now, not during the first request for evidence
+    api = create_api(classifier, settings.api_keys, micro_batching=micro_batch_wait > 0, max_wait=micro_batch_wait)
     auth = settings.check_login if login else None
     return gr.mount_gradio_app(api, build_app(classifier, settings), path="/", auth=auth,
                                auth_message="Extortion Guard: moderators only", footer_links=[])
