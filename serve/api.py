@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -24,8 +23,6 @@ from model.data_format import Message, message_from_json
 from model.labels import LABELS
 
 from .evidence import explain
-
-log = logging.getLogger(__name__)
 
 MAX_MESSAGES = 64
 MAX_BODY_BYTES = 1_000_000

@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 
 from model.classifier import DEFAULT_MODEL_DIR
 from model.registry import current_model_dir, read_registry
