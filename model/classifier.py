@@ -61,6 +61,14 @@ def native_bf16(device: torch.device) -> bool:
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
+def model_version(path: str | os.PathLike | None = None) -> str:
+    """The version name of a model folder (default: the current model), read from its config without loading weights."""
+    from transformers import AutoConfig
+
+    path = str(path or current_model_dir())
+    return getattr(AutoConfig.from_pretrained(path), "extortion_guard_version", None) or Path(path).name
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``auto`` becomes bf16 where it is native and fp32 elsewhere (emulated bf16 is slower than fp32)."""
     if precision not in PRECISIONS:

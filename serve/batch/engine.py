@@ -135,7 +135,7 @@ class Scorer:
     def __init__(self, config: BatchConfig, classifier=None):
         import torch
 
-        from model.classifier import ExtortionClassifier, resolve_device, resolve_precision
+        from model.classifier import ExtortionClassifier, model_version, resolve_device, resolve_precision
 
         self.config = config
         self.pool = None
@@ -145,16 +145,18 @@ class Scorer:
             self.pool = ProcessPoolExecutor(
                 config.workers, initializer=_load_worker, initargs=(config.model, config.device, config.precision, threads)
             )
-        if self.classifier is None or self.pool is not None:
-            # With workers the parent keeps a copy only for the version name; it does no scoring.
-            self.classifier = ExtortionClassifier.from_pretrained(config.model, device="cpu" if self.pool else config.device,
-                                                                  precision="fp32" if self.pool else config.precision)
-        if self.pool is None and self.classifier.device.type == "cpu":
-            torch.set_num_threads(os.cpu_count() or 1)
-        self.version = self.classifier.version
         device = resolve_device(config.device)
         self.device = str(device)
-        self.precision = self.classifier.precision if self.pool is None else resolve_precision(config.precision, device)
+        if self.pool is not None:  # the workers score; the parent needs only the model's name
+            self.version = model_version(config.model)
+            self.precision = resolve_precision(config.precision, device)
+            return
+        if self.classifier is None:
+            self.classifier = ExtortionClassifier.from_pretrained(config.model, device=config.device, precision=config.precision)
+        if self.classifier.device.type == "cpu":
+            torch.set_num_threads(os.cpu_count() or 1)
+        self.version = self.classifier.version
+        self.precision = self.classifier.precision
 
     def submit(self, messages: list[Message]):
         if self.pool is not None:

@@ -154,8 +154,7 @@ def run_ray(config: BatchConfig) -> dict:
 
 def describe_run(config: BatchConfig) -> dict:
     """Model version, precision and device of the actors, for the summary."""
-    from model.classifier import ExtortionClassifier, resolve_device, resolve_precision
+    from model.classifier import model_version, resolve_device, resolve_precision
 
     device = resolve_device("cuda" if config.ray_num_gpus else config.device)
-    version = ExtortionClassifier.from_pretrained(config.model, device="cpu").version  # a small model: loading it is the simplest way to its name
-    return {"model_version": version, "precision": resolve_precision(config.precision, device), "device": str(device), "engine": "ray"}
+    return {"model_version": model_version(config.model), "precision": resolve_precision(config.precision, device), "device": str(device), "engine": "ray"}
