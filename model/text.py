@@ -42,16 +42,22 @@ COMMON_WORD_FREQUENCY = 20
 
 
 @functools.lru_cache(maxsize=1)
-def _format_characters() -> dict[int, None]:
-    # Cf: zero-width and bidi marks; Cc: control characters (\t, \n become spaces first); Cs: surrogates.
-    drop = {}
-    for code in range(0x110000):
+def _format_characters() -> re.Pattern:
+    """A class of the characters to drop, as ranges: a regex scans for them faster than str.translate."""
+    def dropped(code: int) -> bool:
+        # Cf: zero-width and bidi marks; Cc: control characters (\t, \n become spaces later); Cs: surrogates;
+        # FE0E, FE0F: emoji variation selectors.
         category = unicodedata.category(chr(code))
-        if category in ("Cf", "Cs") or (category == "Cc" and chr(code) not in "\t\n\r"):
-            drop[code] = None
-    drop[0xFE0F] = None  # emoji variation selector
-    drop[0xFE0E] = None
-    return drop
+        return category in ("Cf", "Cs") or (category == "Cc" and chr(code) not in "\t\n\r") or code in (0xFE0E, 0xFE0F)
+
+    ranges, start = [], None
+    for code in range(0x110001):
+        if code < 0x110000 and dropped(code):
+            start = code if start is None else start
+        elif start is not None:
+            ranges.append(f"\\U{start:08x}-\\U{code - 1:08x}")
+            start = None
+    return re.compile(f"[{''.join(ranges)}]+")
 
 
 @functools.lru_cache(maxsize=1)
@@ -87,25 +93,37 @@ def syllables(word: str) -> list[str]:
     return lazy_pinyin(word, style=Style.NORMAL)
 
 
+def _any_case(letters: str) -> str:
+    # Spelled out rather than re.IGNORECASE, which makes every test of the large Chinese character classes slow.
+    return "".join(f"[{c}{c.upper()}]" for c in letters)
+
+
 @functools.lru_cache(maxsize=1)
-def _lexicon_patterns() -> list[tuple[re.Pattern, str]]:
-    """One regex per word: its homophones in characters, its pinyin, or pinyin mixed with characters."""
+def _lexicon_regex() -> re.Pattern:
+    """One regex for the whole lexicon, a named group per word (w0, w1 …) and one for the initials.
+
+    A word's branch matches its homophones in characters, its pinyin, or pinyin mixed with
+    characters. The words' first syllables all differ, so at most one word can start at any
+    place, and one scan (leftmost match first) finds them all. The leading look-ahead lets
+    the scan skip, with a single class test, every character no branch can start with.
+    """
     readings = homophone_table()
-    patterns = []
-    for word in LEXICON:
+    branches, starts = [], set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    for n, word in enumerate(LEXICON):
         parts = []
         readings_of_word = syllables(word)
         for i, (char, syllable) in enumerate(zip(word, readings_of_word)):
-            chars = "".join(sorted(readings.get(syllable, set()) | {char}))
+            homophones = readings.get(syllable, set()) | {char}
+            if i == 0:
+                starts |= homophones
             # Pinyin at either end may not run into more letters, so "ping" in "shopping" is left alone.
-            before = r"(?<![a-z])" if i == 0 else ""
-            after = r"(?![a-z])" if i == len(readings_of_word) - 1 else ""
-            parts.append(f"(?:[{chars}]|{before}{syllable}{after})")
-        pattern = re.compile(" ?".join(parts), re.IGNORECASE)
-        patterns.append((pattern, word))
-    initials = re.compile(r"(?<![a-z])(" + "|".join(sorted(INITIALS, key=len, reverse=True)) + r")(?![a-z])", re.IGNORECASE)
-    patterns.append((initials, ""))
-    return patterns
+            before = r"(?<![a-zA-Z])" if i == 0 else ""
+            after = r"(?![a-zA-Z])" if i == len(readings_of_word) - 1 else ""
+            parts.append(f"(?:[{''.join(sorted(homophones))}]|{before}{_any_case(syllable)}{after})")
+        branches.append(f"(?P<w{n}>{' ?'.join(parts)})")
+    initials = "|".join(_any_case(i) for i in sorted(INITIALS, key=len, reverse=True))
+    branches.append(rf"(?<![a-zA-Z])(?P<initials>{initials})(?![a-zA-Z])")
+    return re.compile(f"(?=[{''.join(sorted(starts))}])(?:{'|'.join(branches)})")
 
 
 @functools.lru_cache(maxsize=1)
@@ -140,33 +158,32 @@ def _is_ordinary_text(text: str, start: int, end: int) -> bool:
 
 
 def _resolve_lexicon(text: str) -> str:
-    for pattern, word in _lexicon_patterns():
-        if word == "":
-            text = pattern.sub(lambda m: INITIALS[m.group(1).lower()], text)
-            continue
+    def replace(match: re.Match) -> str:
+        found = match.group(0)
+        if match.lastgroup == "initials":
+            return INITIALS[found.lower()]
+        word = LEXICON[int(match.lastgroup[1:])]
+        if found == word or _is_ordinary_text(text, match.start(), match.end()):
+            return found
+        return word
 
-        def replace(match: re.Match, word=word) -> str:
-            found = match.group(0)
-            if found == word or _is_ordinary_text(text, match.start(), match.end()):
-                return found
-            return word
-
-        text = pattern.sub(replace, text)
-    return text
+    return _lexicon_regex().sub(replace, text)
 
 
-_SPLIT = re.compile("|".join(map(re.escape, SPLIT_CHARACTERS)))
-_EMOJI = re.compile("|".join(map(re.escape, EMOJI_WORDS)))
+# Emoji and split characters in one scan: the emoji's words never contain a split character's parts.
+_SYMBOL_WORDS = {**EMOJI_WORDS, **SPLIT_CHARACTERS}
+_SYMBOLS = re.compile("|".join(map(re.escape, sorted(_SYMBOL_WORDS, key=len, reverse=True))))
 
 
 def prepare_text(text: str) -> str:
     """The text the model sees. Never raises on any ``str``; never empties a text that has CJK characters."""
-    text = text.encode("utf-8", "surrogatepass").decode("utf-8", "ignore").translate(_format_characters())
+    text = _format_characters().sub("", text)
     text = _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip()
     text = _t2s().convert(text)
-    text = _EMOJI.sub(lambda m: EMOJI_WORDS[m.group(0)], text)
-    text = _SPLIT.sub(lambda m: SPLIT_CHARACTERS[m.group(0)], text)
+    text = _SYMBOLS.sub(lambda m: _SYMBOL_WORDS[m.group(0)], text)
     text = _INSERTED_BETWEEN_CJK.sub("", text)
-    text = _resolve_lexicon(text)
+    resolved = _resolve_lexicon(text)
+    if resolved == text:
+        return text
     # Replacing initials can leave a space between Chinese characters ("cp 哦"), so collapse again.
-    return unicodedata.normalize("NFKC", _INSERTED_BETWEEN_CJK.sub("", text))
+    return unicodedata.normalize("NFKC", _INSERTED_BETWEEN_CJK.sub("", resolved))

@@ -1,4 +1,7 @@
+import os
 import random
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
@@ -48,6 +51,18 @@ def test_augmentation_favours_the_families_preparation_cannot_undo():
     assert families["lookalike"] > 2 * families["traditional"]
     assert families["shuffle"] > 1.5 * families["inserted"]
     assert len(families) >= 8
+
+
+def test_augmentation_is_the_same_under_any_hash_seed():
+    script = (
+        "import random; from training.perturb import FAMILIES; rng = random.Random(0); "
+        "print([f('不给红包就差评，转账到支付宝', rng) for f in FAMILIES.values() for _ in range(5)])"
+    )
+    outputs = {
+        subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True, text=True, check=True).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(outputs) == 1
 
 
 def test_robustness_report_has_every_applicable_family(tiny_model_dir, tmp_path):

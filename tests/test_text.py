@@ -4,7 +4,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from model.text import prepare_text
+from model.text import INITIALS, LEXICON, prepare_text, syllables
 
 CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 
@@ -26,6 +26,14 @@ CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 )
 def test_disguises_are_undone(disguised, prepared):
     assert prepare_text(disguised) == prepared
+
+
+def test_no_two_lexicon_words_can_start_at_the_same_place():
+    # The lexicon is resolved in one scan, which relies on this: first syllables all differ,
+    # and no initial is the start of a word's pinyin.
+    first_syllables = [syllables(word)[0] for word in LEXICON]
+    assert len(set(first_syllables)) == len(LEXICON)
+    assert not any(syllable.startswith(initial) for syllable in first_syllables for initial in INITIALS)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,9 @@ from collections.abc import Callable
 from model.data_format import Message
 from model.text import LEXICON, homophone_table, syllables
 
-TARGET_WORDS = tuple(sorted(set(LEXICON) | {"钱", "删", "评价", "店铺"}, key=len, reverse=True))
+# In a fixed order (longest first, then by code point): augmentation's random choices
+# must not depend on the hash seed of the process.
+TARGET_WORDS = tuple(sorted(set(LEXICON) | {"钱", "删", "评价", "店铺"}, key=lambda w: (-len(w), w)))
 MULTI_CHARACTER_WORDS = tuple(w for w in TARGET_WORDS if len(w) >= 2)
 LOOKALIKES = {
     "评": "坪抨泙", "差": "羞荖", "钱": "钳线", "红": "缸虹", "包": "句抱", "转": "砖传", "账": "帐胀", "款": "歀欵",
