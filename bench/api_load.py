@@ -3,7 +3,7 @@
     python bench/api_load.py [--model DIR] [--requests 300] [--clients 32] [--seconds 60]
 
 Starts `extortion-guard serve` (one uvicorn process, as in production) on a free port
-twice: with micro-batching (5 ms window), then without, on the same model; the clients
+twice: with micro-batching (a 5 ms window under load), then without, on the same model; the clients
 run in this process. Against each server it measures
 1. single-message latency: one client, sequential requests (p50, p90, p99), without and
    with evidence (evidence only against the micro-batching server);

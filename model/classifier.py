@@ -87,6 +87,33 @@ def quantize_int8(model, device: torch.device):
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
+class SmallBatchLinear(torch.nn.Linear):
+    """A linear layer that also keeps its weight transposed, for inputs of few rows.
+
+    On CPU, MKL multiplies a few dozen rows by the weight as nn.Linear stores it
+    (out × in, used transposed) about half as fast as by a copy stored in × out;
+    from about 64 rows on, the two are equally fast. One message is a few dozen
+    rows, so this makes single-message latency about a third lower, at the cost of a
+    second copy of the weights.
+    """
+
+    FEW_ROWS = 64
+
+    @classmethod
+    def convert(cls, model: torch.nn.Module) -> None:
+        """Turn every plain ``nn.Linear`` of ``model`` into this class, in place (state dict keys unchanged)."""
+        for module in model.modules():
+            if type(module) is torch.nn.Linear:
+                module.__class__ = cls
+                module.register_buffer("weight_t", module.weight.detach().t().contiguous(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // x.shape[-1]
+        if rows >= self.FEW_ROWS or self.bias is None:
+            return super().forward(x)
+        return torch.addmm(self.bias, x.reshape(rows, -1), self.weight_t).reshape(*x.shape[:-1], -1)
+
+
 class ExtortionClassifier:
     """A fine-tuned sequence classifier with the labels of :mod:`model.labels`.
 
@@ -129,6 +156,14 @@ class ExtortionClassifier:
         if max_length is None:
             max_length = getattr(model.config, "extortion_guard_max_length", DEFAULT_MAX_LENGTH)
         return cls(model, tokenizer, max_length=max_length, device=device, precision=precision)
+
+    def speed_up_single_messages(self) -> None:
+        """Make scoring one or a few messages faster on CPU in fp32 (see :class:`SmallBatchLinear`); a no-op elsewhere.
+
+        For servers, whose requests are mostly single messages; batch jobs need not pay for the extra weights.
+        """
+        if self.device.type == "cpu" and self.precision == "fp32":
+            SmallBatchLinear.convert(self.model)
 
     @property
     def version(self) -> str:

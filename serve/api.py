@@ -1,9 +1,11 @@
 """The JSON API: ``POST /v1/classify``, ``GET /healthz``, ``GET /metrics``.
 
-Concurrent requests are micro-batched: the first waiting request opens a window of
-``max_wait`` seconds (5 ms), every request arriving in it joins, and one model call
-scores them all. Model calls run one at a time in a worker thread, so the event
-loop keeps accepting requests while the model works. Message texts are never logged.
+Concurrent requests are micro-batched: requests that arrive while the model is busy
+wait, and the next model call scores them all. Under concurrent load (the last call
+served several requests) a call also waits up to ``max_wait`` seconds (5 ms) for
+more to join; a lone request goes to the model at once. Model calls run one at a
+time in a worker thread, so the event loop keeps accepting requests while the model
+works. Message texts are never logged.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class MicroBatcher:
         self.observe_batch = observe_batch or (lambda size: None)  # told the number of messages of every model call
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="model")  # one model call at a time
         self._queue: asyncio.Queue | None = None
+        self._last_call_requests = 0
 
     async def score(self, messages: list[Message]) -> tuple[np.ndarray, list[bool]]:
         loop = asyncio.get_running_loop()
@@ -61,14 +64,18 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         while True:
             waiting = [await self._queue.get()]
-            deadline = loop.time() + self.max_wait
             size = len(waiting[0][0])
+            while size < self.max_batch and not self._queue.empty():  # those that queued during the last call
+                waiting.append(self._queue.get_nowait())
+                size += len(waiting[-1][0])
+            deadline = loop.time() + (self.max_wait if self._last_call_requests > 1 else 0)
             while size < self.max_batch and (left := deadline - loop.time()) > 0:
                 try:
                     waiting.append(await asyncio.wait_for(self._queue.get(), left))
                 except asyncio.TimeoutError:
                     break
                 size += len(waiting[-1][0])
+            self._last_call_requests = len(waiting)
             messages = [m for batch, _ in waiting for m in batch]
             self.observe_batch(len(messages))
             try:

@@ -382,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8"])
     serve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     serve.add_argument("--no-login", action="store_true", help="no moderator login (only on a machine only you can reach)")
-    serve.add_argument("--micro-batch-wait-ms", type=float, default=5.0, help="how long a request waits to share a model call; 0: off")
+    serve.add_argument("--micro-batch-wait-ms", type=float, default=5.0, help="under concurrent load, how long a model call waits for more requests; 0: no micro-batching")
     serve.set_defaults(func=cmd_serve)
 
     hashing = commands.add_parser("hash-password", help="print a password hash for the settings file or EXTORTION_GUARD_USERS")

@@ -14,7 +14,7 @@ def create_server(settings: ServeSettings, model: str | None = None, precision: 
                   login: bool = True, micro_batch_wait: float = 0.005) -> FastAPI:
     """Load the model once and serve it to both the API and the app; the app asks moderators to log in.
 
-    ``micro_batch_wait``: seconds a request waits for others to share its model call; 0 turns micro-batching off.
+    ``micro_batch_wait``: under concurrent load, seconds a model call waits for more requests to join; 0 turns micro-batching off.
     """
     import gradio as gr
 
@@ -26,6 +26,7 @@ def create_server(settings: ServeSettings, model: str | None = None, precision: 
             "(hashes from `extortion-guard hash-password`), or pass --no-login on a machine only you can reach"
         )
     classifier = ExtortionClassifier.from_pretrained(model, device=device, precision=precision)
+    classifier.speed_up_single_messages()
     import jieba
 
     jieba.initialize()  # load the dictionary now, not during the first request for evidence

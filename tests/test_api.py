@@ -110,6 +110,17 @@ def test_concurrent_requests_share_model_calls_and_get_their_own_answers(classif
     assert calls < len(texts)  # some requests shared a model call
 
 
+def test_a_lone_request_does_not_wait_for_the_micro_batch_window(classifier):
+    app = create_api(classifier, max_wait=60)
+
+    async def one():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            return await asyncio.wait_for(http.post("/v1/classify", json={"messages": [{"text": "在吗"}]}), 20)
+
+    assert asyncio.run(one()).status_code == 200
+
+
 def test_message_text_never_reaches_the_logs(client, caplog):
     with caplog.at_level(logging.DEBUG):
         client.post("/v1/classify", json={"messages": [{"text": SECRET_TEXT}], "evidence": True}, headers=AUTH)

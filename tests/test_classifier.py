@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from model.classifier import ExtortionClassifier, Prediction
+from model.classifier import ExtortionClassifier, Prediction, SmallBatchLinear
 from model.labels import LABELS
 
 
@@ -51,3 +51,21 @@ def test_model_with_other_labels_is_refused(tmp_path):
     config = BertConfig(vocab_size=80, hidden_size=16, num_hidden_layers=1, num_attention_heads=1, intermediate_size=16, num_labels=2)
     with pytest.raises(ValueError, match="not the expected"):
         ExtortionClassifier(BertForSequenceClassification(config), tiny_tokenizer(), device="cpu")
+
+
+def test_speeding_up_single_messages_changes_no_score(tiny_model_dir):
+    plain = ExtortionClassifier.from_pretrained(tiny_model_dir, device="cpu", precision="fp32")
+    fast = ExtortionClassifier.from_pretrained(tiny_model_dir, device="cpu", precision="fp32")
+    fast.speed_up_single_messages()
+    assert any(isinstance(m, SmallBatchLinear) for m in fast.model.modules())
+    assert fast.model.state_dict().keys() == plain.model.state_dict().keys()
+    one = "不给钱就差评"
+    many = [f"第{i}单，返现{i}元，不然差评" for i in range(80)]  # enough rows for the plain path too
+    assert fast.predict_proba(one) == pytest.approx(plain.predict_proba(one), abs=1e-5)
+    assert fast.predict_proba(many) == pytest.approx(plain.predict_proba(many), abs=1e-5)
+
+
+def test_single_message_speed_up_leaves_int8_alone(tiny_model_dir):
+    int8 = ExtortionClassifier.from_pretrained(tiny_model_dir, device="cpu", precision="int8")
+    int8.speed_up_single_messages()
+    assert not any(isinstance(m, SmallBatchLinear) for m in int8.model.modules())
