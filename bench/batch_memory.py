@@ -41,7 +41,8 @@ def write_log(path: Path, size: int, texts: list[str], seed: int = 0) -> None:
             if len(open_conversations) < 50 or rng.random() < 0.2:
                 open_conversations.append([f"c{next_id}", rng.randint(2, 12), f"shop{rng.randrange(5000)}", f"u{rng.randrange(200_000)}"])
                 next_id += 1
-            conversation = rng.choice(open_conversations)
+            index = rng.randrange(len(open_conversations))
+            conversation = open_conversations[index]
             role = rng.choice(["buyer", "seller"])
             record = {
                 "message_id": f"m{i}", "conversation_id": conversation[0], "sender_id": conversation[3] if role == "buyer" else conversation[2],
@@ -49,8 +50,9 @@ def write_log(path: Path, size: int, texts: list[str], seed: int = 0) -> None:
             }
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             conversation[1] -= 1
-            if conversation[1] == 0:
-                open_conversations.remove(conversation)
+            if conversation[1] == 0:  # swap with the last and pop: list.remove would make 1M rows take an hour
+                open_conversations[index] = open_conversations[-1]
+                open_conversations.pop()
 
 
 def main() -> None:
