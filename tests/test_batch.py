@@ -9,9 +9,12 @@ import pytest
 
 from model.classifier import ExtortionClassifier
 from model.data_format import Message, Turn
+from model.labels import LABELS
 from serve.batch import BatchConfig, run_local
 from serve.batch.engine import JobMismatch, rows_with_context
+from serve.batch.outputs import PREDICTION_SCHEMA
 from serve.batch.reader import ErrorRow, input_files, parse_columns, read_file
+from serve.batch.rollups import Rollups
 
 TEXTS = ["在吗", "东西坏了", "不给钱就差评", "给我退款", "好的亲", "发货了吗", "再不处理就投诉", "转200删评"]
 
@@ -124,6 +127,40 @@ def test_rollups_count_shops_per_sender_and_pick_the_trigger(tiny_model_dir, tmp
     assert summary["conversations"] == 7 and (out / "shops.parquet").exists()
     page = (out / "report.html").read_text()
     assert "data:image/png;base64" in page and "Top 100 conversations" in page and "<script" not in page
+
+
+def _random_predictions(n: int, seed: int = 0) -> pa.Table:
+    import random
+
+    rng = random.Random(seed)
+    maybe = lambda value: None if rng.random() < 0.1 else value  # noqa: E731 - some rows lack each key
+    rows = []
+    for i in range(n):
+        probs = [rng.choice([0.1, 0.5, 0.9]) for _ in range(4)]  # few values, so ties in p_extortion are common
+        rows.append({
+            "file": f"f{i % 2}", "row": i // 2, "message_id": f"m{i}", "conversation_id": maybe(f"c{rng.randrange(20)}"),
+            "sender_id": maybe(f"u{rng.randrange(15)}"), "shop_id": maybe(f"s{rng.randrange(6)}"),
+            "time": maybe(1_764_000_000_000_000 + rng.randrange(5) * 86_400_000_000), "label": rng.choice(LABELS),
+            **{f"p_{label}": p for label, p in zip(LABELS, probs)},
+        })
+    return pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA)
+
+
+def test_rollups_built_batch_by_batch_equal_rollups_in_one_go(tmp_path):
+    path = tmp_path / "predictions.parquet"
+    pq.write_table(_random_predictions(400), path)
+    whole, batched = Rollups.of_file(path), Rollups.of_file(path, batch_rows=7)
+    for name, table in whole.tables().items():
+        assert batched.tables()[name].equals(table), name
+    assert batched.labels_per_day().equals(whole.labels_per_day())
+    assert all((batched.histograms[k] == whole.histograms[k]).all() for k in whole.histograms)
+    assert batched.label_counts == whole.label_counts and sum(whole.label_counts.values()) == 400
+
+
+def test_rollups_of_no_predictions_are_empty_tables(tmp_path):
+    path = tmp_path / "predictions.parquet"
+    pq.write_table(PREDICTION_SCHEMA.empty_table(), path)
+    assert {name: table.num_rows for name, table in Rollups.of_file(path).tables().items()} == {"conversations": 0, "senders": 0, "shops": 0}
 
 
 def _crash_after_two_parts(config):

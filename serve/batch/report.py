@@ -9,9 +9,10 @@ import os
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from model.labels import LABELS
+
+from .rollups import HISTOGRAM_EDGES, Rollups
 
 TOP = 100
 
@@ -31,10 +32,12 @@ def _chart(draw) -> str:
     return f'<img alt="chart" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
 
 
-def _histograms(predictions: pa.Table) -> str:
+def _histograms(rollups: Rollups) -> str:
     def draw(axes):
-        for label in ("extortion", "coercion"):
-            axes.hist(predictions[f"p_{label}"].to_numpy(zero_copy_only=False), bins=50, range=(0, 1), alpha=0.6, label=label, log=True)
+        edges = HISTOGRAM_EDGES
+        for label, counts in rollups.histograms.items():
+            # Counts made batch by batch, drawn as the histogram of the bin starts weighted by their counts.
+            axes.hist(edges[:-1], bins=edges, weights=counts, alpha=0.6, label=label, log=True)
         axes.set_xlabel("probability")
         axes.set_ylabel("messages (log)")
         axes.legend()
@@ -42,15 +45,8 @@ def _histograms(predictions: pa.Table) -> str:
     return _chart(draw)
 
 
-def labels_per_day(predictions: pa.Table) -> pa.Table:
-    dated = predictions.filter(pc.is_valid(predictions["time"]))
-    days = pc.strftime(dated["time"], format="%Y-%m-%d")
-    table = pa.table({"day": days, "label": dated["label"]})
-    return table.group_by(["day", "label"]).aggregate([("label", "count")]).sort_by([("day", "ascending"), ("label", "ascending")])
-
-
-def _per_day(predictions: pa.Table) -> str:
-    counts = labels_per_day(predictions).to_pylist()
+def _per_day(rollups: Rollups) -> str:
+    counts = rollups.labels_per_day().to_pylist()
     if not counts:
         return "<p>No message carries a readable time.</p>"
     days = sorted({c["day"] for c in counts})
@@ -82,7 +78,7 @@ def _top(table: pa.Table, columns: list[str]) -> str:
     return _table(columns, [[row[c] for c in columns] for row in top])
 
 
-def write_report(out: Path, predictions: pa.Table, tables: dict[str, pa.Table], summary: dict) -> None:
+def write_report(out: Path, rollups: Rollups, tables: dict[str, pa.Table], summary: dict) -> None:
     counts = "".join(f"<li>{label}: {summary['label_counts'][label]:,}</li>" for label in LABELS)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Extortion Guard batch report</title>
@@ -92,8 +88,8 @@ td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left}}th{{background:#ee
 <p>Model {html.escape(str(summary['model_version']))}; {summary['rows_in']:,} rows in: {summary['predictions']:,} scored,
 {summary['errors']:,} errors (see errors.jsonl); {summary['seconds']} s.</p>
 <ul>{counts}</ul>
-<h2>Scores</h2>{_histograms(predictions)}
-<h2>Labels per day</h2>{_per_day(predictions)}
+<h2>Scores</h2>{_histograms(rollups)}
+<h2>Labels per day</h2>{_per_day(rollups)}
 <h2>Top {TOP} conversations by extortion probability</h2>
 {_top(tables['conversations'], ['conversation_id', 'top_label', 'max_p_extortion', 'messages', 'trigger_message_id', 'shop_id', 'first_time', 'last_time'])}
 <h2>Top {TOP} senders by shops threatened</h2>
