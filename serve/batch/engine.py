@@ -52,21 +52,21 @@ class ContextTracker:
     def __init__(self, turns: int, max_conversations: int):
         self.turns = turns
         self.max_conversations = max_conversations
-        self._history: OrderedDict[str, deque[Turn]] = OrderedDict()
+        # Tuples, not deques: a deque takes 760 bytes however short, 150 MB at 200,000 open conversations.
+        self._history: OrderedDict[str, tuple[Turn, ...]] = OrderedDict()
 
     def context_for(self, row: ChatRow) -> tuple[Turn, ...]:
         if row.context is not None:  # the row brought its own turns
             return row.context[len(row.context) - self.turns :] if self.turns else ()
         if row.conversation_id is None or row.conversation_id not in self._history:
             return ()
-        return tuple(self._history[row.conversation_id])
+        return self._history[row.conversation_id]
 
     def add(self, row: ChatRow) -> None:
         if row.conversation_id is None or self.turns == 0:
             return
-        history = self._history.pop(row.conversation_id, None) or deque(maxlen=self.turns)
-        history.append(Turn(row.sender_role, row.text))
-        self._history[row.conversation_id] = history
+        history = self._history.pop(row.conversation_id, ())
+        self._history[row.conversation_id] = (*history, Turn(row.sender_role, row.text))[-self.turns :]
         if len(self._history) > self.max_conversations:
             self._history.popitem(last=False)
 
