@@ -17,10 +17,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from model.labels import LABELS
-
 THREATS = ("extortion", "coercion")  # the labels that make a conversation, sender or shop worth a look
-COLUMNS = ["file", "row", "message_id", "conversation_id", "sender_id", "shop_id", "time", "label", *[f"p_{label}" for label in LABELS]]
+# The columns read from predictions.parquet: no text, and only the probabilities used.
+COLUMNS = ["file", "row", "message_id", "conversation_id", "sender_id", "shop_id", "time", "label", "p_extortion", "p_coercion"]
 HISTOGRAM_EDGES = np.linspace(0, 1, 51)
 BATCH_ROWS = 100_000
 _KEEP_NULLS = pc.ScalarAggregateOptions(skip_nulls=False)
