@@ -26,7 +26,7 @@ def create_server(settings: ServeSettings, model: str | None = None, precision: 
             "(hashes from `extortion-guard hash-password`), or pass --no-login on a machine only you can reach"
         )
     classifier = ExtortionClassifier.from_pretrained(model, device=device, precision=precision)
-    classifier.speed_up_single_messages()
+    classifier.use_onnx_runtime()
     import jieba
 
     jieba.initialize()  # load the dictionary now, not during the first request for evidence

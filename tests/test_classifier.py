@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from model.classifier import ExtortionClassifier, Prediction, SmallBatchLinear
+from model.classifier import ExtortionClassifier, Prediction
 from model.labels import LABELS
 
 
@@ -53,19 +53,20 @@ def test_model_with_other_labels_is_refused(tmp_path):
         ExtortionClassifier(BertForSequenceClassification(config), tiny_tokenizer(), device="cpu")
 
 
-def test_speeding_up_single_messages_changes_no_score(tiny_model_dir):
+def test_onnx_runtime_gives_the_same_scores_at_any_batch_size_and_length(tiny_model_dir):
     plain = ExtortionClassifier.from_pretrained(tiny_model_dir, device="cpu", precision="fp32")
     fast = ExtortionClassifier.from_pretrained(tiny_model_dir, device="cpu", precision="fp32")
-    fast.speed_up_single_messages()
-    assert any(isinstance(m, SmallBatchLinear) for m in fast.model.modules())
-    assert fast.model.state_dict().keys() == plain.model.state_dict().keys()
+    assert fast.use_onnx_runtime()
     one = "不给钱就差评"
-    many = [f"第{i}单，返现{i}元，不然差评" for i in range(80)]  # enough rows for the plain path too
+    with_context = {"text": "钱呢", "context": [{"role": "buyer", "text": "给我转账不然差评"}, {"role": "seller", "text": "亲，什么问题"}]}
+    many = [f"第{i}单，返现{i}元，不然差评" * (1 + i % 7) for i in range(80)]  # many lengths, batches of 64 and 16
     assert fast.predict_proba(one) == pytest.approx(plain.predict_proba(one), abs=1e-5)
-    assert fast.predict_proba(many) == pytest.approx(plain.predict_proba(many), abs=1e-5)
+    assert fast.predict_proba(with_context) == pytest.approx(plain.predict_proba(with_context), abs=1e-5)
+    np.testing.assert_allclose(fast.predict_proba(many), plain.predict_proba(many), atol=1e-5)
+    assert fast.predict("差" * 500).truncated
 
 
-def test_single_message_speed_up_leaves_int8_alone(tiny_model_dir):
+def test_onnx_runtime_is_not_used_for_int8(tiny_model_dir):
     int8 = ExtortionClassifier.from_pretrained(tiny_model_dir, device="cpu", precision="int8")
-    int8.speed_up_single_messages()
-    assert not any(isinstance(m, SmallBatchLinear) for m in int8.model.modules())
+    assert not int8.use_onnx_runtime()
+    assert int8.onnx is None

@@ -1,14 +1,18 @@
 """Retraining end to end on a tiny model: inbox with good, bad and conflicting lines; compare; promote; roll back."""
 
 import json
+import shutil
 
+import numpy as np
+import pytest
 
-from model.classifier import DEFAULT_MODEL_DIR
+from model.classifier import DEFAULT_MODEL_DIR, ExtortionClassifier
 from model.registry import current_model_dir, read_registry
 from serve.cli import main
 from tests.conftest import write_jsonl
 from tests.test_training import synthetic_records
 from training.registry import Tolerances, check_promotion
+from training.score_cache import CachedScores
 
 
 def inbox_lines(corpus):
@@ -24,6 +28,7 @@ def inbox_lines(corpus):
 
 def test_retrain_compare_promote_rollback(tmp_path, tiny_model_dir, monkeypatch, capsys):
     monkeypatch.setenv("EXTORTION_GUARD_MODELS", str(tmp_path / "models"))
+    monkeypatch.setenv("EXTORTION_GUARD_CACHE", str(tmp_path / "cache"))
     corpus = synthetic_records(120)
     data = write_jsonl(tmp_path / "corpus.jsonl", corpus)
     (tmp_path / "challenge").mkdir()
@@ -53,6 +58,7 @@ def test_retrain_compare_promote_rollback(tmp_path, tiny_model_dir, monkeypatch,
     comparison = json.loads((out / "comparison.json").read_text())
     assert set(comparison["candidate"]["challenge_macro_f1"]) == {"hard", "new_labels"}
     assert comparison["parent_path"] == str(tiny_model_dir) and (out / "comparison.md").exists()
+    assert comparison["parent_scores_reused"]["scored"] > 0 and list((tmp_path / "cache" / "scores").glob("*.npz"))
     manifest = json.loads((out / "manifest.json").read_text())
     assert str(data) in manifest["data"] and any(p.endswith("accepted.jsonl") for p in manifest["data"])
 
@@ -80,3 +86,32 @@ def test_promotion_checks_use_the_tolerances():
     assert checks == {"test macro-F1": True, "challenge hard macro-F1": False, "extortion rate on real reviews": True}
     comparison["candidate"]["real_review_extortion_rate"] = 0.002
     assert not {c["name"]: c["passed"] for c in check_promotion(comparison, Tolerances(challenge_macro_f1_drop=0.02))}["extortion rate on real reviews"]
+
+
+def test_cached_scores_equal_fresh_ones_and_are_not_scored_again(tmp_path, tiny_model_dir):
+    classifier = ExtortionClassifier.from_pretrained(tiny_model_dir, device="cpu")
+    messages = [{"text": "不给钱就差评"}, {"text": "钱呢", "context": [{"role": "buyer", "text": "给我500"}]}, {"text": "好的"}]
+    cached = CachedScores(classifier, tiny_model_dir, root=tmp_path)
+    np.testing.assert_allclose(cached.predict_proba(messages), classifier.predict_proba(messages), atol=1e-6)
+    cached.save()
+
+    scored = []
+
+    class Counting:
+        labels = classifier.labels
+
+        def predict_proba(self, items, batch_size=64):
+            scored.extend(m.text for m in items)
+            return classifier.predict_proba(items, batch_size)
+
+    other_context = {"text": "钱呢", "context": [{"role": "seller", "text": "给我500"}]}  # same words, another speaker
+    again = CachedScores(Counting(), tiny_model_dir, root=tmp_path)
+    probs = again.predict_proba([*messages, other_context, messages[0]])
+    np.testing.assert_allclose(probs[:3], classifier.predict_proba(messages), atol=1e-6)
+    assert scored == ["钱呢"] and (again.hits, again.misses) == (4, 1)
+    assert again.predict_proba("好的") == pytest.approx(classifier.predict_proba("好的"), abs=1e-6)
+
+    changed = tmp_path / "changed"
+    shutil.copytree(tiny_model_dir, changed)
+    (changed / "config.json").write_text((changed / "config.json").read_text().replace("{", '{"note": "other weights",', 1))
+    assert CachedScores(classifier, changed, root=tmp_path).scores == {}  # other weights or settings: another file

@@ -69,3 +69,40 @@ def test_training_refuses_invalid_data_with_file_and_line(tmp_path, tiny_model_d
     with pytest.raises(InvalidDataError, match=rf"{data}:5: 'label' must be one of"):
         train(TrainConfig(data=[str(data)], frozen_test=None, challenge=[], sources=None, base=str(tiny_model_dir), out=str(tmp_path / "m"), device="cpu"))
     assert not (tmp_path / "m").exists()
+
+
+def test_keep_layers_keeps_evenly_spaced_layers_with_their_weights():
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from training.trainer import keep_layers
+
+    model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=16))
+    first, last = model.bert.encoder.layer[0], model.bert.encoder.layer[3]
+    keep_layers(model, 2)
+    assert model.config.num_hidden_layers == 2 and list(model.bert.encoder.layer) == [first, last]
+    assert model(input_ids=torch.ones(1, 5, dtype=torch.long)).logits.shape == (1, 2)
+    with pytest.raises(ValueError, match="num_layers"):
+        keep_layers(model, 3)
+
+
+def test_distillation_makes_a_smaller_student_follow_the_teacher_not_the_labels(tmp_path, tiny_model_dir):
+    """A teacher trained on shifted labels; a 1-layer student trained on the true labels with only the distillation loss."""
+    import numpy as np
+
+    records = synthetic_records(96)
+    shifted = [{**r, "label": LABELS[(LABELS.index(r["label"]) + 1) % 4]} for r in records]
+    settings = dict(frozen_test=None, challenge=[], sources=None, augment_share=0.0, epochs=8, early_stopping_patience=8,
+                    batch_size=16, learning_rate=1e-3, max_length=32, device="cpu", precision="fp32")
+    teacher = tmp_path / "teacher"
+    train(TrainConfig(data=[str(write_jsonl(tmp_path / "shifted.jsonl", shifted))], base=str(tiny_model_dir), out=str(teacher), **settings))
+    student = tmp_path / "student"
+    train(TrainConfig(data=[str(write_jsonl(tmp_path / "true.jsonl", records))], base=str(tiny_model_dir), out=str(student),
+                      num_layers=1, teacher=str(teacher), distill_weight=1.0, **settings))
+
+    assert json.loads((student / "config.json").read_text())["num_hidden_layers"] == 1
+    texts = [r["text"] for r in records]
+    teacher_labels = ExtortionClassifier.from_pretrained(teacher, device="cpu").predict_proba(texts).argmax(1)
+    student_labels = ExtortionClassifier.from_pretrained(student, device="cpu").predict_proba(texts).argmax(1)
+    true_labels = np.array([LABELS.index(r["label"]) for r in records])
+    assert np.mean(student_labels == teacher_labels) > 0.6 > np.mean(student_labels == true_labels)

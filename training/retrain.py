@@ -8,7 +8,8 @@
    rules put them in train or dev. The frozen test split and the challenge sets never change.
 3. Fine-tune from the current model (``--from current``) or the base encoder (``--from base``).
 4. Evaluate parent and candidate on the same test split, challenge sets, new labels and real
-   reviews; write ``comparison.json`` and ``comparison.md`` beside the new model.
+   reviews; write ``comparison.json`` and ``comparison.md`` beside the new model. The parent's
+   scores are cached (:mod:`training.score_cache`), so it is scored only on messages it has not seen.
 """
 
 from __future__ import annotations
@@ -190,6 +191,7 @@ def retrain(train_config: TrainConfig, inbox: str, start: str = "current", adjud
     """
     from model.classifier import ExtortionClassifier
 
+    from .score_cache import CachedScores
     from .trainer import evaluate_run, train
 
     if start not in ("current", "base"):
@@ -213,8 +215,9 @@ def retrain(train_config: TrainConfig, inbox: str, start: str = "current", adjud
     )
     corpus = load_corpus(config.data, config.frozen_test, config.challenge, config.sources, config.relabels)
     summary = train(config, corpus)
-    parent = ExtortionClassifier.from_pretrained(parent_dir, device=config.device)
+    parent = CachedScores(ExtortionClassifier.from_pretrained(parent_dir, device=config.device), parent_dir)
     parent_results = evaluate_run(parent, corpus, config, out / "parent-eval")
+    parent.save()
     comparison = {
         "parent_version": parent.version,
         "parent_path": str(parent_dir),
@@ -225,6 +228,7 @@ def retrain(train_config: TrainConfig, inbox: str, start: str = "current", adjud
         "parent": digest(parent_results),
         "candidate": digest(summary),
         "train_seconds": summary["train_seconds"],
+        "parent_scores_reused": {"cached": parent.hits, "scored": parent.misses},
     }
     comparison["checks"] = check_promotion(comparison, tolerances or Tolerances())
     (out / "comparison.json").write_text(json.dumps(comparison, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -50,10 +50,11 @@ def train(config: TrainConfig, corpus=None) -> dict:
         AutoTokenizer,
         DataCollatorWithPadding,
         EarlyStoppingCallback,
-        Trainer,
         TrainingArguments,
         set_seed,
     )
+
+    ClassifierTrainer = make_trainer_class()
 
     set_seed(config.seed)
     device = resolve_device(config.device)
@@ -70,14 +71,16 @@ def train(config: TrainConfig, corpus=None) -> dict:
         config.base, num_labels=len(LABELS), id2label=ID2LABEL, label2id=LABEL2ID, use_safetensors=True, dtype=torch.float32
     )
     parent_version = getattr(model.config, "extortion_guard_version", None)  # set when continuing from one of our classifiers
+    if config.num_layers:
+        keep_layers(model, config.num_layers)
     train_set = to_dataset(train_messages + disguised, tokenizer, config.max_length, config.text_preparation)
+    if config.teacher:
+        teacher = ExtortionClassifier.from_pretrained(config.teacher, device=config.device)
+        probs, _ = teacher.score(train_messages + disguised, batch_size=config.eval_batch_size)
+        train_set = train_set.add_column("teacher_probs", probs.tolist())
+        del teacher
     dev_set = to_dataset(dev_messages, tokenizer, config.max_length, config.text_preparation)
     weights = class_weights([m.label for m in train_messages], config.class_weighting)
-
-    def weighted_loss(outputs, labels, num_items_in_batch=None):
-        logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
-        w = None if weights is None else weights.to(logits.device)
-        return torch.nn.functional.cross_entropy(logits.float(), labels, weight=w)
 
     def dev_metrics(prediction):
         logits, labels = prediction
@@ -110,15 +113,18 @@ def train(config: TrainConfig, corpus=None) -> dict:
         bf16=bf16,
         dataloader_num_workers=0,
         save_only_model=True,
+        remove_unused_columns=False,  # the loss needs teacher_probs; ClassifierTrainer drops what the model does not take
     )
-    trainer = Trainer(
+    trainer = ClassifierTrainer(
+        class_weights=weights,
+        distill_weight=config.distill_weight if config.teacher else 0.0,
+        distill_temperature=config.distill_temperature,
         model=model,
         args=args,
         train_dataset=train_set,
         eval_dataset=dev_set,
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=dev_metrics,
-        compute_loss_func=weighted_loss,
         callbacks=[EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)],
     )
     started = time.perf_counter()
@@ -151,6 +157,47 @@ def train(config: TrainConfig, corpus=None) -> dict:
     (out / "train_metrics.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     write_model_card(out, config, summary)
     return summary
+
+
+def keep_layers(model, count: int) -> None:
+    """Keep ``count`` of the encoder's layers, evenly spaced from the first to the last (DistilBERT's way of making a student)."""
+    layers = model.base_model.encoder.layer
+    if not 0 < count <= len(layers):
+        raise ValueError(f"num_layers must be between 1 and the base's {len(layers)} layers, got {count}")
+    keep = np.linspace(0, len(layers) - 1, count).round().astype(int)
+    model.base_model.encoder.layer = torch.nn.ModuleList(layers[i] for i in keep)
+    model.config.num_hidden_layers = count
+
+
+def make_trainer_class():
+    """The Trainer with our loss (built on first use, so importing this module does not import transformers' Trainer)."""
+    from transformers import Trainer
+
+    class ClassifierTrainer(Trainer):
+        """Class-weighted cross-entropy, plus (with a teacher) the KL divergence from the teacher's softened probabilities."""
+
+        def __init__(self, *args, class_weights=None, distill_weight=0.0, distill_temperature=2.0, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.class_weights, self.distill_weight, self.distill_temperature = class_weights, distill_weight, distill_temperature
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs = dict(inputs)
+            inputs.pop("length", None)
+            teacher_probs = inputs.pop("teacher_probs", None)
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            logits = outputs.logits.float()
+            weights = None if self.class_weights is None else self.class_weights.to(logits.device)
+            loss = torch.nn.functional.cross_entropy(logits, labels, weight=weights)
+            if teacher_probs is not None and self.distill_weight > 0:
+                t = self.distill_temperature
+                # log p / t is the teacher's logits / t up to a constant, so its softmax is the teacher's softened distribution
+                teacher = torch.softmax(torch.log(teacher_probs.float().clamp_min(1e-12)) / t, dim=-1)
+                divergence = torch.nn.functional.kl_div(torch.log_softmax(logits / t, dim=-1), teacher, reduction="batchmean") * t * t
+                loss = (1 - self.distill_weight) * loss + self.distill_weight * divergence
+            return (loss, outputs) if return_outputs else loss
+
+    return ClassifierTrainer
 
 
 def evaluate_run(classifier, corpus, config: TrainConfig, eval_dir: Path) -> dict:

@@ -27,6 +27,18 @@ class TrainConfig:
     base: str = "base/e5-small-zh"
     """Base encoder: a local Hugging Face folder (``extortion-guard base build`` makes one) or a hub id."""
 
+    num_layers: int | None = None
+    """Keep only this many of the base's encoder layers, evenly spaced (a smaller, faster student); None keeps them all."""
+
+    teacher: str | None = None
+    """A trained classifier whose probabilities the model also learns from (knowledge distillation); None: labels only."""
+
+    distill_weight: float = 0.5
+    """With a ``teacher``: share of the loss that is the divergence from the teacher's softened probabilities (the rest: labels)."""
+
+    distill_temperature: float = 2.0
+    """With a ``teacher``: temperature that softens both models' probabilities in the distillation loss."""
+
     out: str = "runs/latest"
     """Output folder: a standard Hugging Face model folder plus metrics and a model card."""
 
