@@ -101,6 +101,7 @@ def test_distillation_makes_a_smaller_student_follow_the_teacher_not_the_labels(
                       num_layers=1, teacher=str(teacher), distill_weight=1.0, **settings))
 
     assert json.loads((student / "config.json").read_text())["num_hidden_layers"] == 1
+    assert f"Distilled from `{teacher}`" in (student / "README.md").read_text()
     texts = [r["text"] for r in records]
     teacher_labels = ExtortionClassifier.from_pretrained(teacher, device="cpu").predict_proba(texts).argmax(1)
     student_labels = ExtortionClassifier.from_pretrained(student, device="cpu").predict_proba(texts).argmax(1)

@@ -1,4 +1,4 @@
-"""A model's probabilities for messages it has scored before, kept on disk between runs.
+"""A model's probabilities for messages it has scored before, kept on disk between runs (retrain's parent, a distillation teacher).
 
 Every retrain compares the candidate with its parent on the same frozen test split,
 challenge sets and real-review lines. The parent's weights and those sets do not change

@@ -17,6 +17,7 @@ from .data import label_counts, load_corpus, to_dataset
 from .evaluate import compute_metrics, evaluate, extortion_rate
 from .perturb import augment
 from .robustness import robustness, write_robustness
+from .score_cache import CachedScores
 from .model_card import write_model_card
 from .training_args import TrainConfig
 
@@ -75,8 +76,9 @@ def train(config: TrainConfig, corpus=None) -> dict:
         keep_layers(model, config.num_layers)
     train_set = to_dataset(train_messages + disguised, tokenizer, config.max_length, config.text_preparation)
     if config.teacher:
-        teacher = ExtortionClassifier.from_pretrained(config.teacher, device=config.device)
-        probs, _ = teacher.score(train_messages + disguised, batch_size=config.eval_batch_size)
+        teacher = CachedScores(ExtortionClassifier.from_pretrained(config.teacher, device=config.device), config.teacher)
+        probs = teacher.predict_proba(train_messages + disguised, batch_size=config.eval_batch_size)
+        teacher.save()  # the next student of this teacher skips scoring
         train_set = train_set.add_column("teacher_probs", probs.tolist())
         del teacher
     dev_set = to_dataset(dev_messages, tokenizer, config.max_length, config.text_preparation)
