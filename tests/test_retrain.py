@@ -111,6 +111,10 @@ def test_cached_scores_equal_fresh_ones_and_are_not_scored_again(tmp_path, tiny_
     assert scored == ["钱呢"] and (again.hits, again.misses) == (4, 1)
     assert again.predict_proba("好的") == pytest.approx(classifier.predict_proba("好的"), abs=1e-6)
 
+    again.scores[b"\x01" * 15 + b"\x00"] = np.full(4, 0.25, np.float32)  # a key ending in a zero byte survives the file
+    again.save()
+    assert b"\x01" * 15 + b"\x00" in CachedScores(classifier, tiny_model_dir, root=tmp_path).scores
+
     changed = tmp_path / "changed"
     shutil.copytree(tiny_model_dir, changed)
     (changed / "config.json").write_text((changed / "config.json").read_text().replace("{", '{"note": "other weights",', 1))

@@ -58,7 +58,7 @@ class CachedScores:
         self.scores: dict[bytes, np.ndarray] = {}
         if self.path.exists():
             with np.load(self.path, allow_pickle=False) as stored:
-                self.scores = dict(zip(stored["keys"].tolist(), stored["probs"]))
+                self.scores = {key.tobytes(): probs for key, probs in zip(stored["keys"], stored["probs"])}
         self.hits = self.misses = 0
 
     def __getattr__(self, name):
@@ -80,7 +80,8 @@ class CachedScores:
     def save(self) -> None:
         """Write the scores (to a temporary name, then rename, so a crash leaves the old file whole)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        keys = np.array(list(self.scores), dtype="S16")
+        # Keys as rows of bytes: numpy's fixed-width bytes type would drop a key's trailing zero bytes.
+        keys = np.frombuffer(b"".join(self.scores), dtype=np.uint8).reshape(-1, 16)
         probs = np.stack(list(self.scores.values())).astype(np.float32) if self.scores else np.zeros((0, 4), np.float32)
         partial = self.path.with_suffix(".partial.npz")
         np.savez(partial, keys=keys, probs=probs)
