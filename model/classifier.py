@@ -142,7 +142,7 @@ class ExtortionClassifier:
         if self.device.type != "cpu" or self.precision != "fp32" or not onnx_runtime.available():
             return False
         names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in self.tokenizer.model_input_names]
-        self.onnx = onnx_runtime.OnnxEncoder(self.model, names, threads)
+        self.onnx = onnx_runtime.OnnxEncoder(self.model, names, self.max_length, threads)
         return True
 
     @property

@@ -1,8 +1,8 @@
 """Run the classifier's encoder with ONNX Runtime: a few times faster than eager PyTorch for one message on CPU.
 
 A server scores mostly single messages. For one message, eager PyTorch spends most
-of its time launching operators one by one; ONNX Runtime runs a graph whose
-attention and layer-norm operators are fused. On a 2-core CPU the 12-layer model
+of its time launching operators one by one; ONNX Runtime runs the whole graph
+with much less overhead per operator. On a 2-core CPU the 12-layer model
 took 31 ms per message in PyTorch and 13 ms in ONNX Runtime, with logits equal to
 within 1e-5.
 
@@ -30,10 +30,10 @@ def available() -> bool:
     return True
 
 
-def export(model: torch.nn.Module, input_names: list[str]) -> bytes:
-    """The ONNX graph of a sequence classifier (fp32, CPU), with batch size and length left free."""
+def export(model: torch.nn.Module, input_names: list[str], max_length: int) -> bytes:
+    """The ONNX graph of a sequence classifier (fp32, CPU), for any batch size and up to ``max_length`` tokens."""
     batch = torch.export.Dim("batch", min=1, max=4096)
-    length = torch.export.Dim("length", min=1, max=model.config.max_position_embeddings - 2)
+    length = torch.export.Dim("length", min=1, max=max_length)
     # torch.export treats sizes 0 and 1 as constants, so the example has 2 rows of 8 tokens.
     example = {name: torch.ones(2, 8, dtype=torch.long) for name in input_names}
     model = model.eval().to("cpu", torch.float32)
@@ -49,14 +49,14 @@ def export(model: torch.nn.Module, input_names: list[str]) -> bytes:
 class OnnxEncoder:
     """Callable like the PyTorch model: ``encoder(input_ids=..., attention_mask=...)`` returns logits as a tensor."""
 
-    def __init__(self, model: torch.nn.Module, input_names: list[str], threads: int | None = None):
+    def __init__(self, model: torch.nn.Module, input_names: list[str], max_length: int, threads: int | None = None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(export(model, input_names), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(export(model, input_names, max_length), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, **tensors: torch.Tensor) -> torch.Tensor:

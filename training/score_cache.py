@@ -20,6 +20,7 @@ import numpy as np
 
 from model.classifier import as_message
 from model.data_format import Message
+from model.labels import LABELS
 
 
 def cache_root() -> Path:
@@ -82,7 +83,7 @@ class CachedScores:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Keys as rows of bytes: numpy's fixed-width bytes type would drop a key's trailing zero bytes.
         keys = np.frombuffer(b"".join(self.scores), dtype=np.uint8).reshape(-1, 16)
-        probs = np.stack(list(self.scores.values())).astype(np.float32) if self.scores else np.zeros((0, 4), np.float32)
+        probs = np.stack(list(self.scores.values())).astype(np.float32) if self.scores else np.zeros((0, len(LABELS)), np.float32)
         partial = self.path.with_suffix(".partial.npz")
         np.savez(partial, keys=keys, probs=probs)
         partial.replace(self.path)
