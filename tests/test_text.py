@@ -1,12 +1,13 @@
 import re
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from model.text import INITIALS, LEXICON, prepare_text, syllables
 
-CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
+# Ideographs of the basic block, extension A and the supplementary planes: OpenCC maps some (麨) to extension B (𪎊).
+CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\U00020000-\U000323af]")
 
 
 @pytest.mark.parametrize(
@@ -50,6 +51,7 @@ chat_like = st.lists(st.sampled_from(list("差评红包转账钱给我不就cpHB
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(unicode_text, chat_like))
+@example("麨")
 def test_any_string_prepares_idempotently_without_losing_cjk(text):
     once = prepare_text(text)
     assert isinstance(once, str)
