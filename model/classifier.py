@@ -134,15 +134,15 @@ class ExtortionClassifier:
     def use_onnx_runtime(self, threads: int | None = None) -> bool:
         """Score with ONNX Runtime (see :mod:`model.onnx_runtime`) when on CPU in fp32 and it is installed; returns whether it is used.
 
-        For servers, whose requests are mostly single messages: about 2.3x faster there. Exporting takes
-        a few seconds to a minute, once. Batch jobs keep PyTorch, which is as fast on full batches.
+        For servers, whose requests are mostly single messages: about 3x faster there. Exporting takes
+        a few seconds, once. Batch jobs keep PyTorch, which is as fast on full batches.
         """
         from . import onnx_runtime
 
         if self.device.type != "cpu" or self.precision != "fp32" or not onnx_runtime.available():
             return False
         names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in self.tokenizer.model_input_names]
-        self.onnx = onnx_runtime.OnnxEncoder(self.model, names, self.max_length, threads)
+        self.onnx = onnx_runtime.OnnxEncoder(self.model, names, threads)
         return True
 
     @property

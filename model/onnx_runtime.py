@@ -2,9 +2,11 @@
 
 A server scores mostly single messages. For one message, eager PyTorch spends most
 of its time launching operators one by one; ONNX Runtime runs the whole graph
-with much less overhead per operator. On a 2-core CPU the 12-layer model
-took 31 ms per message in PyTorch and 13 ms in ONNX Runtime, with logits equal to
-within 1e-5.
+with much less overhead per operator. For BERT models the graph is exported in the
+classic BERT form that ONNX Runtime's transformer optimizer recognises, so each
+layer's attention, embeddings, layer norms and GELU become single fused operators.
+On a 2-core CPU the 12-layer model took 31 ms per message in PyTorch, 12 ms in ONNX
+Runtime unfused and 9 ms fused, with logits equal to within 1e-5.
 
 The graph is exported from the loaded weights when the server starts (nothing but
 safetensors is ever read from disk) and kept in memory.
@@ -12,6 +14,8 @@ safetensors is ever read from disk) and kept in memory.
 
 from __future__ import annotations
 
+import logging
+import math
 import tempfile
 import warnings
 from pathlib import Path
@@ -19,44 +23,104 @@ from pathlib import Path
 import numpy as np
 import torch
 
+log = logging.getLogger(__name__)
+
 
 def available() -> bool:
     """Whether ONNX Runtime and the exporter's packages are installed."""
     try:
+        import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
-        import onnxscript  # noqa: F401
     except ImportError:
         return False
     return True
 
 
-def export(model: torch.nn.Module, input_names: list[str], max_length: int) -> bytes:
-    """The ONNX graph of a sequence classifier (fp32, CPU), for any batch size and up to ``max_length`` tokens."""
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    length = torch.export.Dim("length", min=1, max=max_length)
-    # torch.export treats sizes 0 and 1 as constants, so the example has 2 rows of 8 tokens.
-    example = {name: torch.ones(2, 8, dtype=torch.long) for name in input_names}
+class ClassicBert(torch.nn.Module):
+    """A BERT sequence classifier's forward pass written as in transformers 4 (additive mask, matmul attention).
+
+    Same weights and the same logits; written this way because ONNX Runtime's optimizer
+    fuses exactly this pattern, and not the masks and attention of transformers 5.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self.heads = model.config.num_attention_heads
+
+    @staticmethod
+    def fits(model: torch.nn.Module) -> bool:
+        config = model.config
+        return config.model_type == "bert" and getattr(config, "position_embedding_type", "absolute") == "absolute" and \
+            hasattr(model, "bert") and hasattr(model, "classifier")
+
+    def split_heads(self, states: torch.Tensor) -> torch.Tensor:
+        return states.view(states.size(0), states.size(1), self.heads, -1).permute(0, 2, 1, 3)
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        bert = self.model.bert
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        states = bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+        mask = (1.0 - attention_mask[:, None, None, :].to(states.dtype)) * -10000.0
+        for layer in bert.encoder.layer:
+            attention = layer.attention.self
+            query, key, value = (self.split_heads(f(states)) for f in (attention.query, attention.key, attention.value))
+            scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(query.size(-1)) + mask
+            context = torch.matmul(scores.softmax(-1), value).permute(0, 2, 1, 3).contiguous()
+            context = context.view(context.size(0), context.size(1), -1)
+            states = layer.attention.output.LayerNorm(layer.attention.output.dense(context) + states)
+            states = layer.output.LayerNorm(layer.output.dense(layer.intermediate(states)) + states)
+        return self.model.classifier(bert.pooler(states))
+
+
+class LogitsOnly(torch.nn.Module):
+    """Any sequence classifier, returning only its logits (for architectures :class:`ClassicBert` does not cover)."""
+
+    def __init__(self, model: torch.nn.Module, input_names: list[str]):
+        super().__init__()
+        self.model, self.input_names = model, input_names
+
+    def forward(self, *tensors):
+        return self.model(**dict(zip(self.input_names, tensors))).logits
+
+
+def export(model: torch.nn.Module, input_names: list[str]) -> bytes:
+    """The ONNX graph of a sequence classifier (fp32, CPU) for any batch size and length, fused where it is a BERT."""
     model = model.eval().to("cpu", torch.float32)
+    classic = ClassicBert.fits(model)
+    # In eval mode: the exporter restores the wrapper's mode afterwards, and a new module is in training mode.
+    module = (ClassicBert(model) if classic else LogitsOnly(model, input_names)).eval()
+    # Sizes 0 and 1 may be treated as constants when tracing, so the example has 2 rows of 8 tokens.
+    example = tuple(torch.ones(2, 8, dtype=torch.long) for _ in input_names)
+    axes = {name: {0: "batch", 1: "length"} for name in input_names} | {"logits": {0: "batch"}}
     with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter warns about its own internals
+        warnings.simplefilter("ignore")  # the TorchScript exporter warns about tracing and about its own deprecation
         path = Path(folder) / "model.onnx"
-        torch.onnx.export(model, (), str(path), kwargs=example, input_names=input_names, output_names=["logits"],
-                          dynamic_shapes={name: {0: batch, 1: length} for name in input_names}, dynamo=True,
-                          external_data=False, verbose=False)
-        return path.read_bytes()
+        # The TorchScript exporter: about 10x faster to export than dynamo=True, and its graph is the one the optimizer fuses.
+        torch.onnx.export(module, example, str(path), input_names=input_names, output_names=["logits"], dynamic_axes=axes,
+                          opset_version=17, dynamo=False)
+        if not classic:
+            return path.read_bytes()
+        from onnxruntime.transformers import optimizer
+
+        fused = optimizer.optimize_model(str(path), model_type="bert", num_heads=model.config.num_attention_heads,
+                                         hidden_size=model.config.hidden_size, opt_level=0)
+        log.info("ONNX Runtime fusions: %s", {k: v for k, v in fused.get_fused_operator_statistics().items() if v})
+        return fused.model.SerializeToString()
 
 
 class OnnxEncoder:
     """Callable like the PyTorch model: ``encoder(input_ids=..., attention_mask=...)`` returns logits as a tensor."""
 
-    def __init__(self, model: torch.nn.Module, input_names: list[str], max_length: int, threads: int | None = None):
+    def __init__(self, model: torch.nn.Module, input_names: list[str], threads: int | None = None):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(export(model, input_names, max_length), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(export(model, input_names), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, **tensors: torch.Tensor) -> torch.Tensor:
