@@ -1,8 +1,12 @@
 """Why the model decided: the words that drove the extortion score, and what the message demands.
 
-Word scores are occlusion: the message is segmented with jieba, each word is removed
-in turn, and its score is how much the extortion probability falls without it (all
-variants go through the model in one call). The demand details (amount, payment
+Word scores are occlusion: the message is segmented with jieba, and a word's score is
+how much the extortion probability falls when it is removed. Scoring every word costs
+one model input per word, and a long message is long in each of them, so longer
+messages are scored coarse to fine: first runs of a few adjacent words are removed
+together (one model call), then only the runs whose removal lowered the score are
+scored word by word (a second call). The words of the other runs share their run's
+score; a message the model does not think extortion needs only the first call. The demand details (amount, payment
 channel, threat type) are read off the prepared text, where disguises such as zfb or
 查评 are already resolved, so a moderator sees them in plain words.
 """
@@ -19,6 +23,9 @@ from model.labels import LABELS
 from model.text import prepare_text
 
 MAX_WORDS = 48  # longer messages score their first 48 content words; the rest get 0
+WORD_BY_WORD = 8  # messages with at most this many content words are scored word by word at once
+REFINED_RUNS = 2  # at most this many runs are scored word by word ...
+REFINE_MIN_DROP = 0.02  # ... and only those whose removal lowered the extortion probability by this much
 EXTORTION = LABELS.index("extortion")
 CHANNELS = {
     "支付宝": ("支付宝", "alipay"),
@@ -55,16 +62,31 @@ class Evidence:
         return out
 
 
+def _extortion_without(classifier, message: Message, words: list[str], removals: list[list[int]]) -> list[float]:
+    """The extortion probability of the message with each set of word positions removed, in one model call."""
+    variants = []
+    for removed in map(set, removals):
+        reduced = "".join(w for i, w in enumerate(words) if i not in removed).strip() or "。"  # an emptied message still needs a token
+        variants.append(Message(reduced, message.context))
+    return [float(p) for p in classifier.predict_proba(variants)[:, EXTORTION]]
+
+
 def word_scores(classifier, message: Message) -> list[tuple[str, float]]:
-    """Each jieba word of the message with the fall in extortion probability when it is removed."""
+    """Each jieba word of the message with the fall in extortion probability when it is removed (coarse to fine, see above)."""
     words = list(jieba.cut(message.text))
     content = [i for i, w in enumerate(words) if _CONTENT.search(w)][:MAX_WORDS]
-    variants = [message]
-    for i in content:
-        reduced = "".join(words[:i] + words[i + 1 :]).strip() or "。"  # an emptied message still needs a token
-        variants.append(Message(reduced, message.context))
-    probs = classifier.predict_proba(variants)[:, EXTORTION]
-    scores = dict(zip(content, (float(probs[0] - p) for p in probs[1:])))
+    if len(content) <= WORD_BY_WORD:
+        runs = [[i] for i in content]
+    else:  # runs of about sqrt(n / REFINED_RUNS) words minimise the inputs: n / size runs plus REFINED_RUNS * size words
+        size = max(2, round((len(content) / REFINED_RUNS) ** 0.5))
+        runs = [content[start : start + size] for start in range(0, len(content), size)]
+    whole, *without_run = _extortion_without(classifier, message, words, [[]] + runs)
+    run_drops = [whole - p for p in without_run]
+    scores = {i: drop / len(run) for run, drop in zip(runs, run_drops) for i in run}
+    ranked = sorted(range(len(runs)), key=lambda r: run_drops[r], reverse=True)
+    refined = [i for r in ranked[:REFINED_RUNS] if len(runs[r]) > 1 and run_drops[r] >= REFINE_MIN_DROP for i in runs[r]]
+    if refined:
+        scores.update(zip(refined, (whole - p for p in _extortion_without(classifier, message, words, [[i] for i in refined]))))
     return [(w, scores.get(i, 0.0)) for i, w in enumerate(words)]
 
 
