@@ -49,3 +49,9 @@ def tiny_model_dir(tmp_path_factory):
 def write_jsonl(path, records):
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     return path
+
+
+@pytest.fixture(autouse=True)
+def private_score_cache(tmp_path_factory, monkeypatch):
+    """Scores that tests cache (a distillation teacher, a retrain's parent) go to a temporary folder, not the user's home."""
+    monkeypatch.setenv("EXTORTION_GUARD_CACHE", str(tmp_path_factory.mktemp("score-cache")))
