@@ -98,6 +98,7 @@ class ExtortionClassifier:
     def __init__(self, model, tokenizer, max_length: int = DEFAULT_MAX_LENGTH, device: str = "auto", precision: str = "fp32"):
         self.device = resolve_device(device)
         precision = resolve_precision(precision, self.device)
+        self.float_model = model  # ONNX Runtime exports (and quantises) from the unquantised weights
         if precision == "int8":
             model = quantize_int8(model, self.device)
         self.precision = precision
@@ -132,17 +133,18 @@ class ExtortionClassifier:
         return cls(model, tokenizer, max_length=max_length, device=device, precision=precision)
 
     def use_onnx_runtime(self, threads: int | None = None) -> bool:
-        """Score with ONNX Runtime (see :mod:`model.onnx_runtime`) when on CPU in fp32 and it is installed; returns whether it is used.
+        """Score with ONNX Runtime (see :mod:`model.onnx_runtime`) when on CPU in fp32 or int8 and it is installed; returns whether it is used.
 
-        For servers, whose requests are mostly single messages: about 3x faster there. Exporting takes
-        a few seconds, once. Batch jobs keep PyTorch, which is as fast on full batches.
+        For servers, whose requests are mostly single messages: about 3x faster there than eager PyTorch
+        (int8: ONNX Runtime's own quantisation instead of PyTorch's). Exporting takes a few seconds, once.
+        Batch jobs keep PyTorch, which is as fast on full batches.
         """
         from . import onnx_runtime
 
-        if self.device.type != "cpu" or self.precision != "fp32" or not onnx_runtime.available():
+        if self.device.type != "cpu" or self.precision not in ("fp32", "int8") or not onnx_runtime.available():
             return False
         names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in self.tokenizer.model_input_names]
-        self.onnx = onnx_runtime.OnnxEncoder(self.model, names, threads)
+        self.onnx = onnx_runtime.OnnxEncoder(self.float_model, names, threads, int8=self.precision == "int8")
         return True
 
     @property

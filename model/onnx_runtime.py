@@ -107,20 +107,39 @@ def export(model: torch.nn.Module, input_names: list[str]) -> bytes:
         fused = optimizer.optimize_model(str(path), model_type="bert", num_heads=model.config.num_attention_heads,
                                          hidden_size=model.config.hidden_size, opt_level=0)
         log.info("ONNX Runtime fusions: %s", {k: v for k, v in fused.get_fused_operator_statistics().items() if v})
-        return fused.model.SerializeToString()
+        fused.save_model_to_file(str(path))  # which also declares the com.microsoft operators' domain
+        return path.read_bytes()
+
+
+def quantize_int8(graph: bytes) -> bytes:
+    """Dynamic int8 quantisation of the graph's matrix products (weights int8, activations quantised per call)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as folder:
+        source, target = Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx"
+        source.write_bytes(graph)
+        # Fused operators (Attention, SkipLayerNormalization) are outside the ONNX domain, so shape inference cannot type
+        # their outputs; they are all float.
+        quantize_dynamic(source, target, weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        return target.read_bytes()
 
 
 class OnnxEncoder:
-    """Callable like the PyTorch model: ``encoder(input_ids=..., attention_mask=...)`` returns logits as a tensor."""
+    """Callable like the PyTorch model: ``encoder(input_ids=..., attention_mask=...)`` returns logits as a tensor.
 
-    def __init__(self, model: torch.nn.Module, input_names: list[str], threads: int | None = None):
+    ``int8``: quantise the matrix products (see :func:`quantize_int8`); about 1.5x faster for one message on a CPU without VNNI.
+    """
+
+    def __init__(self, model: torch.nn.Module, input_names: list[str], threads: int | None = None, int8: bool = False):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(export(model, input_names), options, providers=["CPUExecutionProvider"])
+        graph = export(model, input_names)
+        self.session = ort.InferenceSession(quantize_int8(graph) if int8 else graph, options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, **tensors: torch.Tensor) -> torch.Tensor:

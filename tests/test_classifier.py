@@ -66,10 +66,20 @@ def test_onnx_runtime_gives_the_same_scores_at_any_batch_size_and_length(tiny_mo
     assert fast.predict("差" * 500).truncated
 
 
-def test_onnx_runtime_is_not_used_for_int8(tiny_model_dir):
+def test_onnx_runtime_int8_quantises_the_float_weights_and_stays_close(tiny_model_dir):
+    plain = ExtortionClassifier.from_pretrained(tiny_model_dir, device="cpu", precision="fp32")
     int8 = ExtortionClassifier.from_pretrained(tiny_model_dir, device="cpu", precision="int8")
-    assert not int8.use_onnx_runtime()
-    assert int8.onnx is None
+    assert int8.use_onnx_runtime()
+    texts = [f"第{i}单，返现{i}元，不然差评" * (1 + i % 5) for i in range(20)]
+    quantised, exact = int8.predict_proba(texts), plain.predict_proba(texts)
+    assert not np.array_equal(quantised, exact)  # the int8 graph ran, not the float one
+    np.testing.assert_allclose(quantised, exact, atol=0.05)
+
+
+def test_onnx_runtime_is_not_used_for_bf16(tiny_model_dir):
+    bf16 = ExtortionClassifier.from_pretrained(tiny_model_dir, device="cpu", precision="bf16")
+    assert not bf16.use_onnx_runtime()
+    assert bf16.onnx is None
 
 
 @pytest.mark.parametrize("architecture", ["bert", "distilbert"])
