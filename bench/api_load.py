@@ -6,7 +6,8 @@ Starts `extortion-guard serve` (one uvicorn process, as in production) on a free
 twice: with micro-batching (a 5 ms window under load), then without, on the same model; the clients
 run in this process. Against each server it measures
 1. single-message latency: one client, sequential requests (p50, p90, p99), without and
-   with evidence (evidence only against the micro-batching server);
+   with evidence (evidence only against the micro-batching server), from an httpx client and
+   from the lighter ``http.client``;
 2. load: ``--clients`` concurrent clients, each sending one message per request for
    ``--seconds`` seconds; requests per second, latency percentiles and errors.
 Messages are texts of the labelled set, each request a different one.
@@ -16,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import itertools
+import json
 import os
 import re
 import socket
@@ -24,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.parse
 
 import httpx
 import numpy as np
@@ -69,8 +73,26 @@ def percentiles(seconds: list[float]) -> str:
     return f"{np.percentile(ms, 50):.1f} | {np.percentile(ms, 90):.1f} | {np.percentile(ms, 99):.1f}"
 
 
-def sequential(url: str, texts, evidence: bool, n: int) -> list[float]:
+def sequential(url: str, texts, evidence: bool, n: int, lean_client: bool = False) -> list[float]:
+    """Latencies of ``n`` requests sent one after another on one keep-alive connection.
+
+    ``lean_client``: the standard library's ``http.client`` instead of httpx, whose own work per request
+    (about 2 ms on a 2-core machine) otherwise counts as latency.
+    """
     latencies = []
+    if lean_client:
+        connection = http.client.HTTPConnection(urllib.parse.urlsplit(url).netloc, timeout=60)
+        for text in itertools.islice(texts, n):
+            body = json.dumps({"messages": [{"text": text}], "evidence": evidence}).encode()
+            started = time.perf_counter()
+            connection.request("POST", "/v1/classify", body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            latencies.append(time.perf_counter() - started)
+            if response.status != 200:
+                raise RuntimeError(f"/v1/classify answered {response.status}")
+        connection.close()
+        return latencies
     with httpx.Client(base_url=url, timeout=60) as client:
         for text in itertools.islice(texts, n):
             started = time.perf_counter()
@@ -124,9 +146,13 @@ def main() -> None:
         server, url = serve(args.model, args.precision, 5.0 if batching else 0.0)
         sequential(url, itertools.cycle(texts), False, 20)  # warm-up
         name = "micro-batching" if batching else "no micro-batching"
-        latency_rows.append((f"{name}, no evidence", percentiles(sequential(url, iter(texts), False, args.requests))))
+        latency_rows.append((f"{name}, no evidence, httpx client", percentiles(sequential(url, iter(texts), False, args.requests))))
+        latency_rows.append((f"{name}, no evidence, http.client", percentiles(sequential(url, iter(texts), False, args.requests, True))))
         if batching:
-            latency_rows.append((f"{name}, with evidence", percentiles(sequential(url, iter(texts[1000:]), True, args.evidence_requests))))
+            latency_rows.append((f"{name}, with evidence, httpx client",
+                                 percentiles(sequential(url, iter(texts[1000:]), True, args.evidence_requests))))
+            latency_rows.append((f"{name}, with evidence, http.client",
+                                 percentiles(sequential(url, iter(texts[1000:]), True, args.evidence_requests, True))))
         latencies, errors = asyncio.run(load(url, texts, args.clients, args.seconds))
         load_rows.append((name, len(latencies) / args.seconds, percentiles(latencies), errors, mean_batch(url)))
         server.terminate()

@@ -121,7 +121,11 @@ def quantize_int8(graph: bytes) -> bytes:
         source.write_bytes(graph)
         # Fused operators (Attention, SkipLayerNormalization) are outside the ONNX domain, so shape inference cannot type
         # their outputs; they are all float.
-        quantize_dynamic(source, target, weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        logging.disable(logging.WARNING)  # the quantiser advises, on the root logger, a pre-processing step meant for CNNs
+        try:
+            quantize_dynamic(source, target, weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        finally:
+            logging.disable(logging.NOTSET)
         return target.read_bytes()
 
 

@@ -29,7 +29,9 @@ def create_server(settings: ServeSettings, model: str | None = None, precision: 
     classifier.use_onnx_runtime()
     import jieba
 
-    jieba.initialize()  # load the dictionary now, not during the first request for evidence
+    # Load jieba's dictionary, text preparation's tables and the model's first allocations now, not during the first requests.
+    jieba.initialize()
+    classifier.predict("预热，不给钱就差评")
     api = create_api(classifier, settings.api_keys, micro_batching=micro_batch_wait > 0, max_wait=micro_batch_wait)
     auth = settings.check_login if login else None
     return gr.mount_gradio_app(api, build_app(classifier, settings), path="/", auth=auth,
