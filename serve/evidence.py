@@ -2,13 +2,14 @@
 
 Word scores are occlusion: the message is segmented with jieba, and a word's score is
 how much the extortion probability falls when it is removed. Scoring every word costs
-one model input per word, and a long message is long in each of them, so longer
-messages are scored coarse to fine: first runs of a few adjacent words are removed
-together (one model call), then only the runs whose removal lowered the score are
-scored word by word (a second call). The words of the other runs share their run's
-score; a message the model does not think extortion needs only the first call. The demand details (amount, payment
-channel, threat type) are read off the prepared text, where disguises such as zfb or
-查评 are already resolved, so a moderator sees them in plain words.
+one model input per word, each as long as the message, so messages of more than 8
+words are scored coarse to fine: first runs of a few adjacent words are removed
+together (one model call), then the two runs whose removal lowered the probability
+most (by at least 0.02) are scored word by word (a second call). The words of the other
+runs share their run's score, and a message the model does not take for extortion
+needs only the first call. The demand details (amount, payment channel, threat type)
+are read off the prepared text, where disguises such as zfb or 查评 are already
+resolved, so a moderator sees them in plain words.
 """
 
 from __future__ import annotations
