@@ -82,7 +82,7 @@ def test_onnx_runtime_is_not_used_for_bf16(tiny_model_dir):
     assert bf16.onnx is None
 
 
-@pytest.mark.parametrize("architecture", ["bert", "distilbert"])
+@pytest.mark.parametrize("architecture", ["bert", "bert with segment ids", "distilbert"])
 def test_onnx_graph_gives_the_model_s_logits_with_padding(architecture):
     """BERT goes through the fused classic export; other architectures through the plain one. Both must match PyTorch."""
     import torch
@@ -91,21 +91,24 @@ def test_onnx_graph_gives_the_model_s_logits_with_padding(architecture):
     from model import onnx_runtime
 
     torch.manual_seed(0)
-    if architecture == "bert":
+    if architecture.startswith("bert"):
         model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                                          intermediate_size=64, max_position_embeddings=40, num_labels=4,
                                                          initializer_range=0.5))
     else:
         model = DistilBertForSequenceClassification(DistilBertConfig(vocab_size=50, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
                                                                      max_position_embeddings=40, num_labels=4, initializer_range=0.5))
-    assert onnx_runtime.ClassicBert.fits(model) == (architecture == "bert")
-    encoder = onnx_runtime.OnnxEncoder(model.eval(), ["input_ids", "attention_mask"])
+    assert onnx_runtime.ClassicBert.fits(model) == architecture.startswith("bert")
     input_ids = torch.randint(5, 50, (3, 23))
     attention_mask = torch.ones_like(input_ids)
     attention_mask[1, 9:] = 0  # right padding, as the classifier pads
     attention_mask[2, 1:] = 0
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if architecture == "bert with segment ids":
+        inputs["token_type_ids"] = (torch.arange(23) >= 12).long().expand(3, 23).contiguous()  # a message, then its context
+    encoder = onnx_runtime.OnnxEncoder(model.eval(), list(inputs))
     with torch.no_grad():
-        expected = model(input_ids=input_ids, attention_mask=attention_mask).logits
-    got = encoder(input_ids=input_ids, attention_mask=attention_mask)
+        expected = model(**inputs).logits
+    got = encoder(**inputs)
     assert expected.abs().max() > 0.1  # logits far enough from zero for the comparison to mean something
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
