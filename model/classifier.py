@@ -135,7 +135,7 @@ class ExtortionClassifier:
     def use_onnx_runtime(self, threads: int | None = None) -> bool:
         """Score with ONNX Runtime (see :mod:`model.onnx_runtime`) when on CPU in fp32 or int8 and it is installed; returns whether it is used.
 
-        For servers, whose requests are mostly single messages: about 3x faster there than eager PyTorch
+        For servers, whose requests are mostly single messages: several times faster there than eager PyTorch
         (int8: ONNX Runtime's own quantisation instead of PyTorch's). Exporting takes a few seconds, once.
         Batch jobs keep PyTorch, which is as fast on full batches.
         """
