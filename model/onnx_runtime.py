@@ -113,7 +113,7 @@ def export(model: torch.nn.Module, input_names: list[str]) -> bytes:
 
 
 def quantize_int8(graph: bytes) -> bytes:
-    """Dynamic int8 quantisation of the graph's matrix products (weights int8, activations quantised per call)."""
+    """Dynamic int8 quantisation of the graph's matrix products (weights int8 per output channel, activations quantised per call)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -124,7 +124,9 @@ def quantize_int8(graph: bytes) -> bytes:
         # their outputs; they are all float.
         logging.disable(logging.WARNING)  # the quantiser advises, on the root logger, a pre-processing step meant for CNNs
         try:
-            quantize_dynamic(source, target, weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+            # Per output channel: on eg-small-v4, per tensor lost 4.5 and 5.8 macro-F1 points on two challenge sets, per channel 0.2 and 1.3.
+            quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=True,
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         finally:
             logging.disable(logging.NOTSET)
         return target.read_bytes()
