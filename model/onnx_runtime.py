@@ -9,8 +9,9 @@ On a 2-core CPU one message through the 12-layer model took 12 ms in ONNX Runtim
 unfused and 9 ms fused (eager PyTorch: 31 ms even with pre-transposed weights, in an
 earlier measurement), with probabilities equal to within 1e-5.
 
-The graph is exported from the loaded weights when the server starts (nothing but
-safetensors is ever read from disk) and kept in memory.
+The graph is exported from the loaded weights when the server starts (no ONNX file is
+ever loaded from elsewhere: export and optimisation pass through a temporary folder)
+and kept in memory.
 """
 
 from __future__ import annotations
