@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .data_format import Message, message_from_json
-from .inputs import encode_messages, preparation
+from .inputs import EncodedBatch, encode_messages, preparation
 from .labels import LABELS
 from .registry import DEFAULT_MODEL_DIR, current_model_dir  # noqa: F401 - DEFAULT_MODEL_DIR is part of this module's API
 
@@ -85,6 +85,19 @@ def quantize_int8(model, device: torch.device):
     with warnings.catch_warnings():  # torch.ao's eager quantisation warns that it moves to torchao; it still works
         warnings.simplefilter("ignore")
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def distinct_inputs(encoded: EncodedBatch) -> tuple[list[int], np.ndarray]:
+    """The rows whose model input is seen first, and for every row the row it copies.
+
+    Chat logs repeat inputs (greetings, "好的"), and text preparation turns many disguises back
+    into their plain text: each distinct input is scored once.
+    """
+    first: dict[tuple, int] = {}
+    copy_of = np.empty(len(encoded.input_ids), dtype=np.int64)
+    for row, key in enumerate(zip(map(tuple, encoded.input_ids), map(tuple, encoded.token_type_ids))):
+        copy_of[row] = first.setdefault(key, row)
+    return list(first.values()), copy_of
 
 
 class ExtortionClassifier:
@@ -177,10 +190,11 @@ class ExtortionClassifier:
         ``timings``, when given, gains the seconds spent preparing and tokenising (``tokenise``) and in the model (``model``).
         """
         started = time.perf_counter()
-        # Sort by length so each batch pads little, then put rows back in input order.
         encoded = encode_messages(self.tokenizer, messages, self.max_length, self.text_preparation)
         tokenised = time.perf_counter()
-        order = np.argsort([len(ids) for ids in encoded.input_ids], kind="stable")
+        distinct, copy_of = distinct_inputs(encoded)
+        # Sort by length so each batch pads little, then put rows back in input order.
+        order = sorted(distinct, key=lambda row: len(encoded.input_ids[row]))
         probs = np.zeros((len(messages), len(LABELS)), dtype=np.float32)
         to_ours = [self.labels.index(label) for label in LABELS]
         pad_id = self.tokenizer.pad_token_id
@@ -191,6 +205,7 @@ class ExtortionClassifier:
                 tensors.pop("token_type_ids")
             logits = self._logits(tensors)
             probs[rows] = torch.softmax(logits, dim=-1)[:, to_ours].cpu().numpy()
+        probs = probs[copy_of]
         if timings is not None:
             timings["tokenise"] = timings.get("tokenise", 0.0) + tokenised - started
             timings["model"] = timings.get("model", 0.0) + time.perf_counter() - tokenised

@@ -314,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--frozen-test", default="data/annotations/splits/test-v1.txt", help="the frozen list of test ids")
     evaluation.add_argument("--out", default="runs/eval", help="report folder")
     evaluation.add_argument("--target-precision", type=float, default=0.95, help="precision the per-label thresholds must reach")
-    evaluation.add_argument("--batch-size", type=int, default=64)
+    evaluation.add_argument("--batch-size", type=int, default=32)
     evaluation.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     evaluation.add_argument("--robustness", action="store_true", help="also score each evasion family against clean text (robustness.md, robustness.png)")
     evaluation.set_defaults(func=cmd_eval)
@@ -361,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     retrain_parser.add_argument("--adjudications", default="data/annotations/adjudications.jsonl", help="rulings that settle conflicts")
     retrain_parser.add_argument("--held-out-share", type=float, default=0.2, help="newest share of accepted labels kept for evaluation")
     _add_tolerance_options(retrain_parser)
-    _add_dataclass_options(retrain_parser, TrainConfig, defaults={"epochs": 1.0, "learning_rate": 2e-5})
+    _add_dataclass_options(retrain_parser, TrainConfig, defaults={"epochs": 1.0, "learning_rate": 2e-5, "trained_layers": 4})
     retrain_parser.set_defaults(func=cmd_retrain)
 
     models = commands.add_parser("models", help="versions of the model: list, promote, roll back").add_subparsers(dest="models_command", required=True)

@@ -26,6 +26,19 @@ def test_batches_sorted_by_length_come_back_in_input_order(classifier):
     np.testing.assert_allclose(together, one_by_one, atol=1e-5)
 
 
+def test_repeated_inputs_are_scored_once_and_each_row_gets_its_own_copy(tiny_model_dir):
+    classifier = ExtortionClassifier.from_pretrained(tiny_model_dir, device="cpu")
+    rows_scored = []
+    forward = classifier.model.forward
+    classifier.model.forward = lambda **inputs: rows_scored.append(len(inputs["input_ids"])) or forward(**inputs)
+    # "好的" twice, once full-width (preparation makes it the same input); "钱呢" with and without context differ
+    items = ["好的", {"text": "钱呢"}, "好的", "ｈｂ好的", {"text": "钱呢", "context": [{"role": "buyer", "text": "不然差评"}]}, "hb好的"]
+    together = classifier.predict_proba(items, batch_size=2)
+    assert sum(rows_scored) == 4
+    one_by_one = np.stack([classifier.predict_proba(item) for item in items])
+    np.testing.assert_allclose(together, one_by_one, atol=1e-5)
+
+
 def test_records_with_context_differ_from_text_alone(classifier):
     alone = classifier.predict_proba({"text": "钱呢"})
     with_context = classifier.predict_proba({"text": "钱呢", "context": [{"role": "buyer", "text": "给我转账不然差评"}]})

@@ -86,6 +86,20 @@ def test_keep_layers_keeps_evenly_spaced_layers_with_their_weights():
         keep_layers(model, 3)
 
 
+def test_training_only_the_top_layers_keeps_the_lower_ones_and_the_embeddings(tmp_path, tiny_model_dir):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "model"
+    train(TrainConfig(data=[str(write_jsonl(tmp_path / "train.jsonl", synthetic_records(64)))], frozen_test=None, challenge=[], sources=None,
+                      base=str(tiny_model_dir), out=str(out), trained_layers=1, epochs=1, batch_size=16, learning_rate=1e-2,
+                      max_length=32, device="cpu", precision="fp32", save_dtype="float32"))
+    before, after = load_file(tiny_model_dir / "model.safetensors"), load_file(out / "model.safetensors")
+    changed = {name for name in before if not before[name].equal(after[name])}
+    assert changed and not [n for n in changed if "embeddings" in n or "layer.0." in n]
+    assert any("layer.1." in n for n in changed) and any("classifier" in n for n in changed)
+    assert "Only the top 1 encoder layers" in (out / "README.md").read_text()
+
+
 def test_distillation_makes_a_smaller_student_follow_the_teacher_not_the_labels(tmp_path, tiny_model_dir):
     """A teacher trained on shifted labels; a 1-layer student trained on the true labels with only the distillation loss."""
     import numpy as np

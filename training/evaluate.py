@@ -135,7 +135,7 @@ def write_report(y_true: np.ndarray, probs: np.ndarray, out_dir: str | Path, tit
     return metrics
 
 
-def evaluate(classifier, messages, out_dir: str | Path, title: str = "Evaluation", batch_size: int = 64, target_precision: float = 0.95) -> dict:
+def evaluate(classifier, messages, out_dir: str | Path, title: str = "Evaluation", batch_size: int = 32, target_precision: float = 0.95) -> dict:
     """Predict labelled ``messages`` with ``classifier`` and write the report into ``out_dir``."""
     unlabelled = [m.id for m in messages if m.label is None]
     if unlabelled:
@@ -145,7 +145,7 @@ def evaluate(classifier, messages, out_dir: str | Path, title: str = "Evaluation
     return write_report(y_true, probs, out_dir, title, target_precision)
 
 
-def extortion_rate(classifier, messages, batch_size: int = 128) -> dict:
+def extortion_rate(classifier, messages, batch_size: int = 32) -> dict:
     """Share of messages predicted ``extortion``: on text known not to be extortion, a false-positive rate."""
     if not messages:
         return {"n": 0, "extortion": 0, "rate": 0.0}

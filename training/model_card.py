@@ -64,11 +64,14 @@ def write_model_card(out: Path, config: TrainConfig, summary: dict) -> None:
         f"- Fine-tuned further from our classifier `{summary['parent_version']}` (then at `{config.base}`)"
         if summary.get("parent_version") else f"- Base encoder: `{config.base}`",
         *([f"- A smaller student: {config.num_layers} of the base's encoder layers, evenly spaced"] if config.num_layers else []),
+        *([f"- Only the top {config.trained_layers} encoder layers and the head trained; the embeddings and the layers below kept their weights"]
+          if config.trained_layers else []),
         *([f"- Distilled from `{config.teacher}`: loss = {1 - config.distill_weight:g} × class-weighted cross-entropy + "
            f"{config.distill_weight:g} × KL divergence from the teacher's probabilities at temperature {config.distill_temperature:g}"]
           if config.teacher else []),
         f"- Device: {summary['device']}, precision {summary['precision']}; {summary['epochs_run']} epochs in {summary['train_seconds']} s "
-        f"(early stopping on dev macro-F1, patience {config.early_stopping_patience}; best dev macro-F1 {summary['best_dev_macro_f1']:.3f})",
+        + (f"(early stopping on dev macro-F1, patience {config.early_stopping_patience}; best dev macro-F1 {summary['best_dev_macro_f1']:.3f})"
+           if config.epochs > 1 else f"(dev macro-F1 {summary['best_dev_macro_f1']:.3f})"),
         f"- Weights: safetensors, stored as {config.save_dtype}, {size_mb:.1f} MB",
         "- Arguments: see `train_config.json`",
         "",

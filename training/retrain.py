@@ -6,7 +6,8 @@
 2. Hold out the newest ``held_out_share`` of the accepted labels (by decision time) as
    the ``new_labels`` evaluation set; the rest join the corpus, where the usual grouping
    rules put them in train or dev. The frozen test split and the challenge sets never change.
-3. Fine-tune from the current model (``--from current``) or the base encoder (``--from base``).
+3. Fine-tune from the current model (``--from current``; by default only its top layers and head
+   learn, see ``trained_layers``) or the base encoder (``--from base``, every layer).
 4. Evaluate parent and candidate on the same test split, challenge sets, new labels and real
    reviews; write ``comparison.json`` and ``comparison.md`` beside the new model. The parent's
    scores are cached (:mod:`training.score_cache`), so it is scored only on messages it has not seen.
@@ -212,6 +213,8 @@ def retrain(train_config: TrainConfig, inbox: str, start: str = "current", adjud
         data=[*train_config.data, str(paths["accepted"])],
         challenge=[*train_config.challenge, *([str(paths[NEW_LABELS])] if merge.held_out else [])],
         base=str(parent_dir) if start == "current" else train_config.base,
+        # The base encoder never learnt this task: all its layers must.
+        trained_layers=train_config.trained_layers if start == "current" else 0,
     )
     corpus = load_corpus(config.data, config.frozen_test, config.challenge, config.sources, config.relabels)
     summary = train(config, corpus)

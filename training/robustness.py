@@ -19,20 +19,24 @@ def _rate(predicted: np.ndarray, label: int) -> float | None:
     return float((predicted == label).mean()) if len(predicted) else None
 
 
-def robustness(classifier, messages, seed: int = 0, batch_size: int = 128) -> dict:
+def robustness(classifier, messages, seed: int = 0, batch_size: int = 32) -> dict:
     """Per family: extortion and coercion recall, and the extortion false-positive rate on
     complaint and normal messages, on the perturbed messages and on the same messages clean."""
-    clean = classifier.predict_proba(messages, batch_size=batch_size).argmax(axis=1)
+    disguised = {}
+    for family in FAMILIES:
+        rng = random.Random(f"{seed}:{family}")
+        if pairs := [(i, p) for i, m in enumerate(messages) if (p := perturb(m, family, rng)) is not None]:
+            disguised[family] = pairs
+    # One call for all: the classifier scores once each input that text preparation turns back into its clean text.
+    everything = list(messages) + [p for pairs in disguised.values() for _, p in pairs]
+    predicted = classifier.predict_proba(everything, batch_size=batch_size).argmax(axis=1) if everything else np.zeros(0, int)
+    clean, start = predicted[: len(messages)], len(messages)
     labels = np.array([LABEL2ID[m.label] for m in messages])
     negatives = np.isin(labels, [LABEL2ID["complaint"], LABEL2ID["normal"]])
     report = {"n": len(messages), "families": {}}
-    for family in FAMILIES:
-        rng = random.Random(f"{seed}:{family}")
-        pairs = [(i, p) for i, m in enumerate(messages) if (p := perturb(m, family, rng)) is not None]
-        if not pairs:
-            continue
+    for family, pairs in disguised.items():
         rows = np.array([i for i, _ in pairs])
-        perturbed = classifier.predict_proba([p for _, p in pairs], batch_size=batch_size).argmax(axis=1)
+        perturbed, start = predicted[start : start + len(pairs)], start + len(pairs)
         entry = {"perturbed_messages": len(pairs)}
         for name, label in (("extortion", EXTORTION), ("coercion", LABEL2ID["coercion"])):
             mask = labels[rows] == label

@@ -3,7 +3,8 @@
 Every retrain compares the candidate with its parent on the same frozen test split,
 challenge sets and real-review lines. The parent's weights and those sets do not change
 between retrains, so its probabilities are scored once and read back after: on CPU that
-is about half of a retrain's evaluation time.
+is about half of a retrain's evaluation time. Training caches a new model's scores from
+its own evaluation, so once it is promoted, the first retrain against it starts with them.
 
 An entry is keyed by the model's weights and settings (one file per model) and by each
 message's text and context. Files are plain ``.npz`` arrays, read without pickle.

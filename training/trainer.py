@@ -74,6 +74,8 @@ def train(config: TrainConfig, corpus=None) -> dict:
     parent_version = getattr(model.config, "extortion_guard_version", None)  # set when continuing from one of our classifiers
     if config.num_layers:
         keep_layers(model, config.num_layers)
+    if config.trained_layers:
+        train_top_layers_only(model, config.trained_layers)
     train_set = to_dataset(train_messages + disguised, tokenizer, config.max_length, config.text_preparation)
     if config.teacher:
         teacher = CachedScores(ExtortionClassifier.from_pretrained(config.teacher, device=config.device), config.teacher)
@@ -93,6 +95,8 @@ def train(config: TrainConfig, corpus=None) -> dict:
     out = Path(config.out)
     checkpoints = out / "checkpoints"
     bf16 = use_bf16(config.precision, device)
+    # With one epoch there is no checkpoint to choose between, so the Trainer skips its dev pass; evaluate_run scores dev after.
+    choose_best = config.epochs > 1
     args = TrainingArguments(
         output_dir=str(checkpoints),
         num_train_epochs=config.epochs,
@@ -101,11 +105,11 @@ def train(config: TrainConfig, corpus=None) -> dict:
         weight_decay=config.weight_decay,
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.eval_batch_size,
-        eval_strategy="epoch",
-        save_strategy="epoch",
+        eval_strategy="epoch" if choose_best else "no",
+        save_strategy="epoch" if choose_best else "no",
         save_total_limit=2,
-        load_best_model_at_end=True,
-        metric_for_best_model="macro_f1",
+        load_best_model_at_end=choose_best,
+        metric_for_best_model="macro_f1" if choose_best else None,
         greater_is_better=True,
         logging_strategy="epoch",
         report_to="none",
@@ -127,7 +131,7 @@ def train(config: TrainConfig, corpus=None) -> dict:
         eval_dataset=dev_set,
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=dev_metrics,
-        callbacks=[EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)],
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience)] if choose_best else [],
     )
     started = time.perf_counter()
     result = trainer.train()
@@ -140,7 +144,9 @@ def train(config: TrainConfig, corpus=None) -> dict:
     save_model(trained, tokenizer, out, config.save_dtype)
     shutil.rmtree(checkpoints, ignore_errors=True)
 
-    classifier = ExtortionClassifier.from_pretrained(out, device=config.device)
+    classifier = CachedScores(ExtortionClassifier.from_pretrained(out, device=config.device), out)
+    results = evaluate_run(classifier, corpus, config, out / "eval")
+    classifier.save()  # once this model is current, a retrain against it reuses these scores
     summary = {
         "base": config.base,
         "parent_version": parent_version,
@@ -148,12 +154,12 @@ def train(config: TrainConfig, corpus=None) -> dict:
         "precision": "bf16" if bf16 else "fp32",
         "train_seconds": round(train_seconds, 1),
         "epochs_run": round(float(result.metrics.get("epoch", 0.0)), 2),
-        "best_dev_macro_f1": trainer.state.best_metric,
+        "best_dev_macro_f1": trainer.state.best_metric if choose_best else results["dev"]["macro_f1"],
         "counts": {name: label_counts(msgs) for name, msgs in (("train", corpus.train), ("dev", corpus.dev), ("test", corpus.test))},
         "external_train": {name: label_counts(sample) for name, sample in corpus.external_train.items()},
         "excluded_near_challenge": len(corpus.excluded),
         "augmented": len(disguised),
-        **evaluate_run(classifier, corpus, config, out / "eval"),
+        **results,
     }
     (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / "train_metrics.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -169,6 +175,15 @@ def keep_layers(model, count: int) -> None:
     keep = np.linspace(0, len(layers) - 1, count).round().astype(int)
     model.base_model.encoder.layer = torch.nn.ModuleList(layers[i] for i in keep)
     model.config.num_hidden_layers = count
+
+
+def train_top_layers_only(model, count: int) -> None:
+    """No gradients for the embeddings and every encoder layer below the top ``count`` (all layers train when there are no more)."""
+    if count < 0:
+        raise ValueError(f"trained_layers must be 0 (all) or a number of top layers, got {count}")
+    layers = model.base_model.encoder.layer
+    for module in (model.base_model.embeddings, *layers[: max(len(layers) - count, 0)]):
+        module.requires_grad_(False)
 
 
 def make_trainer_class():
@@ -204,16 +219,17 @@ def make_trainer_class():
 
 def evaluate_run(classifier, corpus, config: TrainConfig, eval_dir: Path) -> dict:
     """Dev, test (with robustness), every challenge set, and the extortion rate on held-out real text."""
-    limit = config.max_eval_samples
-    results = {"dev": evaluate(classifier, corpus.dev[:limit], eval_dir / "dev", "Dev split")}
+    limit, size = config.max_eval_samples, config.eval_batch_size
+    results = {"dev": evaluate(classifier, corpus.dev[:limit], eval_dir / "dev", "Dev split", size)}
     if corpus.test:
-        results["test"] = evaluate(classifier, corpus.test[:limit], eval_dir / "test", "Test split")
-        results["robustness"] = robustness(classifier, corpus.test[:limit], config.seed)
+        results["test"] = evaluate(classifier, corpus.test[:limit], eval_dir / "test", "Test split", size)
+        results["robustness"] = robustness(classifier, corpus.test[:limit], config.seed, size)
         write_robustness(results["robustness"], eval_dir / "test", "Robustness on the test split")
     results["challenges"] = {
-        name: evaluate(classifier, messages[:limit], eval_dir / f"challenge-{name}", f"Challenge set {name}") for name, messages in corpus.challenges.items()
+        name: evaluate(classifier, messages[:limit], eval_dir / f"challenge-{name}", f"Challenge set {name}", size)
+        for name, messages in corpus.challenges.items()
     }
-    results["external_extortion_rate"] = {name: extortion_rate(classifier, messages[:limit]) for name, messages in corpus.external_held_out.items()}
+    results["external_extortion_rate"] = {name: extortion_rate(classifier, messages[:limit], size) for name, messages in corpus.external_held_out.items()}
     return results
 
 
