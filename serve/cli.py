@@ -361,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     retrain_parser.add_argument("--adjudications", default="data/annotations/adjudications.jsonl", help="rulings that settle conflicts")
     retrain_parser.add_argument("--held-out-share", type=float, default=0.2, help="newest share of accepted labels kept for evaluation")
     _add_tolerance_options(retrain_parser)
-    _add_dataclass_options(retrain_parser, TrainConfig, defaults={"epochs": 1.0, "learning_rate": 2e-5, "trained_layers": 4})
+    _add_dataclass_options(retrain_parser, TrainConfig, defaults={"epochs": 1.0, "learning_rate": 2e-5, "trained_layers": 3})
     retrain_parser.set_defaults(func=cmd_retrain)
 
     models = commands.add_parser("models", help="versions of the model: list, promote, roll back").add_subparsers(dest="models_command", required=True)

@@ -86,9 +86,22 @@ def test_keep_layers_keeps_evenly_spaced_layers_with_their_weights():
         keep_layers(model, 3)
 
 
-def test_training_only_the_top_layers_keeps_the_lower_ones_and_the_embeddings(tmp_path, tiny_model_dir):
+def test_training_only_the_top_layers_keeps_the_lower_ones_and_the_embeddings(tmp_path, tiny_model_dir, monkeypatch):
     from safetensors.torch import load_file
 
+    import training.trainer as trainer_module
+
+    # Record the mode each part runs in during training: frozen layers as at inference (no dropout), the top one training.
+    modes = {"frozen": set(), "trained": set()}
+    freeze = trainer_module.train_top_layers_only
+
+    def spy(model, count):
+        frozen = freeze(model, count)
+        frozen[-1].register_forward_hook(lambda module, *_: modes["frozen"].add(module.training))
+        model.base_model.encoder.layer[-1].register_forward_hook(lambda module, *_: modes["trained"].add(module.training))
+        return frozen
+
+    monkeypatch.setattr(trainer_module, "train_top_layers_only", spy)
     out = tmp_path / "model"
     train(TrainConfig(data=[str(write_jsonl(tmp_path / "train.jsonl", synthetic_records(64)))], frozen_test=None, challenge=[], sources=None,
                       base=str(tiny_model_dir), out=str(out), trained_layers=1, epochs=1, batch_size=16, learning_rate=1e-2,
@@ -98,6 +111,7 @@ def test_training_only_the_top_layers_keeps_the_lower_ones_and_the_embeddings(tm
     assert changed and not [n for n in changed if "embeddings" in n or "layer.0." in n]
     assert any("layer.1." in n for n in changed) and any("classifier" in n for n in changed)
     assert "Only the top 1 encoder layers" in (out / "README.md").read_text()
+    assert modes == {"frozen": {False}, "trained": {True}}
 
 
 def test_distillation_makes_a_smaller_student_follow_the_teacher_not_the_labels(tmp_path, tiny_model_dir):

@@ -74,8 +74,7 @@ def train(config: TrainConfig, corpus=None) -> dict:
     parent_version = getattr(model.config, "extortion_guard_version", None)  # set when continuing from one of our classifiers
     if config.num_layers:
         keep_layers(model, config.num_layers)
-    if config.trained_layers:
-        train_top_layers_only(model, config.trained_layers)
+    frozen = train_top_layers_only(model, config.trained_layers) if config.trained_layers else []
     train_set = to_dataset(train_messages + disguised, tokenizer, config.max_length, config.text_preparation)
     if config.teacher:
         teacher = CachedScores(ExtortionClassifier.from_pretrained(config.teacher, device=config.device), config.teacher)
@@ -125,6 +124,7 @@ def train(config: TrainConfig, corpus=None) -> dict:
         class_weights=weights,
         distill_weight=config.distill_weight if config.teacher else 0.0,
         distill_temperature=config.distill_temperature,
+        frozen_modules=frozen,
         model=model,
         args=args,
         train_dataset=train_set,
@@ -177,13 +177,18 @@ def keep_layers(model, count: int) -> None:
     model.config.num_hidden_layers = count
 
 
-def train_top_layers_only(model, count: int) -> None:
-    """No gradients for the embeddings and every encoder layer below the top ``count`` (all layers train when there are no more)."""
+def train_top_layers_only(model, count: int) -> list:
+    """No gradients for the embeddings and every encoder layer below the top ``count`` (all layers train when there are no more).
+
+    Returns the frozen modules.
+    """
     if count < 0:
         raise ValueError(f"trained_layers must be 0 (all) or a number of top layers, got {count}")
     layers = model.base_model.encoder.layer
-    for module in (model.base_model.embeddings, *layers[: max(len(layers) - count, 0)]):
+    frozen = [model.base_model.embeddings, *layers[: max(len(layers) - count, 0)]]
+    for module in frozen:
         module.requires_grad_(False)
+    return frozen
 
 
 def make_trainer_class():
@@ -193,15 +198,19 @@ def make_trainer_class():
     class ClassifierTrainer(Trainer):
         """Class-weighted cross-entropy, plus (with a teacher) the KL divergence from the teacher's softened probabilities."""
 
-        def __init__(self, *args, class_weights=None, distill_weight=0.0, distill_temperature=2.0, **kwargs):
+        def __init__(self, *args, class_weights=None, distill_weight=0.0, distill_temperature=2.0, frozen_modules=(), **kwargs):
             super().__init__(*args, **kwargs)
             self.class_weights, self.distill_weight, self.distill_temperature = class_weights, distill_weight, distill_temperature
+            self.frozen_modules = list(frozen_modules)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             inputs = dict(inputs)
             inputs.pop("length", None)
             teacher_probs = inputs.pop("teacher_probs", None)
             labels = inputs.pop("labels")
+            # The Trainer puts the whole model in training mode each step: frozen layers compute as at inference, without dropout.
+            for module in self.frozen_modules:
+                module.eval()
             outputs = model(**inputs)
             logits = outputs.logits.float()
             weights = None if self.class_weights is None else self.class_weights.to(logits.device)
