@@ -178,7 +178,7 @@ def keep_layers(model, count: int) -> None:
 
 
 def train_top_layers_only(model, count: int) -> list:
-    """No gradients for the embeddings and every encoder layer below the top ``count`` (all layers train when there are no more).
+    """No gradients for the embeddings and every encoder layer below the top ``count`` (a model with no more layers trains them all; its embeddings stay fixed).
 
     Returns the frozen modules.
     """

@@ -31,8 +31,8 @@ class TrainConfig:
     """Keep only this many of the base's encoder layers, evenly spaced (a smaller, faster student); None keeps them all."""
 
     trained_layers: int = 0
-    """Train only the top N encoder layers and the head; the embeddings and the layers below keep their weights, so each
-    step costs less and the model drifts less from what it starts from. 0 trains every layer; ``retrain --from current`` uses 3."""
+    """Train only the top N encoder layers and the head; the embeddings and the layers below keep their weights and run
+    without dropout, so each step costs less. 0 trains every layer; ``retrain --from current`` uses 3."""
 
     teacher: str | None = None
     """A trained classifier whose probabilities the model also learns from (knowledge distillation); None: labels only."""
