@@ -86,6 +86,28 @@ def cmd_data_agreement(args) -> int:
     return 0
 
 
+def cmd_data_flag_real(args) -> int:
+    from collections import Counter
+
+    from model.classifier import ExtortionClassifier
+    from training.real_text import FLAGGED_LABELS, flag_real_text
+
+    classifier = ExtortionClassifier.from_pretrained(args.model, device=args.device)
+    counts, flagged = Counter(), Counter()
+    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+    with out:
+        for record in flag_real_text(classifier, args.sources, args.relabels, args.batch_size):
+            key = (record["source"], record["split"])
+            counts[key] += 1
+            if record["predicted"] in FLAGGED_LABELS:
+                flagged[key, record["predicted"]] += 1
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    for (source, split), n in sorted(counts.items()):
+        print(f"{source} {split}: {n} lines, " + ", ".join(f"{label} {flagged[(source, split), label]}" for label in FLAGGED_LABELS),
+              file=sys.stderr)
+    return 0
+
+
 def cmd_base_build(args) -> int:
     from training.base_encoder import build_base
 
@@ -95,13 +117,21 @@ def cmd_base_build(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from training.data import load_corpus
+    from training.retrain import compare
     from training.trainer import train
     from training.training_args import TrainConfig
 
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
-    summary = train(config)
+    corpus = load_corpus(config.data, config.frozen_test, config.challenge, config.sources, config.relabels, config.eval_sets)
+    summary = train(config, corpus)
     test = summary.get("test") or summary["dev"]
     print(f"model written to {config.out}; macro-F1 {test['macro_f1']:.3f} on {'test' if 'test' in summary else 'dev'}")
+    if args.compare_with:
+        comparison = compare(summary, Path(args.compare_with), corpus, config, _tolerances(args))
+        failed = [c["name"] for c in comparison["checks"] if not c["passed"]]
+        print(f"against {comparison['parent_version']}: " + (f"regresses on {', '.join(failed)}" if failed else "passes every check")
+              + f"; see {config.out}/comparison.md")
     return 0
 
 
@@ -291,6 +321,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_corpus_arguments(freeze)
     freeze.add_argument("--out", required=True, help="e.g. data/annotations/splits/test-v1.txt")
     freeze.set_defaults(func=cmd_data_freeze_test)
+    flag_real = data.add_parser("flag-real", help="score every line of the real text in sources.json; list the lines predicted "
+                                "extortion or coercion by source and line number (never their text), for relabelling")
+    flag_real.add_argument("--model", default=None, help="model folder (default: the current model)")
+    flag_real.add_argument("--sources", default="data/annotations/sources.json")
+    flag_real.add_argument("--relabels", default="data/annotations/relabels.jsonl")
+    flag_real.add_argument("--out", default=None, help="JSON Lines of flagged lines (default: stdout)")
+    flag_real.add_argument("--batch-size", type=int, default=32)
+    flag_real.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    flag_real.set_defaults(func=cmd_data_flag_real)
+
     agree = data.add_parser("agreement", help="Cohen's kappa between two annotations (JSON Lines of id and label)")
     agree.add_argument("first", help="first annotation")
     agree.add_argument("second", help="second annotation")
@@ -305,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="fine-tune a classifier")
     _add_dataclass_options(train, TrainConfig)
+    train.add_argument("--compare-with", default=None, help="a model to evaluate on the same sets afterwards (e.g. the current one): "
+                       "writes comparison.json beside the new model, which `models promote` judges")
+    _add_tolerance_options(train)
     train.set_defaults(func=cmd_train)
 
     evaluation = commands.add_parser("eval", help="evaluate a model on labelled data")

@@ -14,7 +14,7 @@ MINIMUM = {"extortion": 2000, "coercion": 1200, "complaint": 2500, "normal": 350
 
 @pytest.fixture(scope="module")
 def corpus():
-    return load_corpus(["data/annotations/messages"], FROZEN_TEST, ["data/annotations/challenge"])
+    return load_corpus(["data/annotations/messages"], FROZEN_TEST, ["data/annotations/challenge"], eval_paths=["data/annotations/eval"])
 
 
 def test_corpus_size_and_label_minimums(corpus):
@@ -48,10 +48,10 @@ def test_challenge_sets_keep_at_least_200_items(corpus):
 
 def test_no_near_duplicate_crosses_splits(corpus):
     messages, _ = corpus.labelled()
-    challenge = [m for ms in corpus.challenges.values() for m in ms]
+    challenge = [m for ms in (*corpus.challenges.values(), *corpus.eval_sets.values()) for m in ms]
     everything = messages + challenge
     splits = assign_splits(everything, read_frozen_test(FROZEN_TEST), frozenset(m.id for m in challenge))
-    # Challenge sets, test and excluded messages are all kept out of training, so ties among them leak nothing.
+    # Challenge and evaluation sets, test and excluded messages are all kept out of training, so ties among them leak nothing.
     allowed_across = {frozenset({"challenge", "excluded"}), frozenset({"challenge", "test"}), frozenset({"test", "excluded"})}
     crossing = [
         (everything[i].id, splits[i], everything[j].id, splits[j])
@@ -65,3 +65,14 @@ def test_frozen_test_split_is_intact(corpus):
     frozen = read_frozen_test(FROZEN_TEST)
     assert frozen is not None and len(frozen) >= 900
     assert frozen == {m.id for m in corpus.test}, "the test split is no longer exactly the frozen messages"
+
+
+def test_independent_evaluation_sets_are_held_out_and_say_who_wrote_them(corpus):
+    blind = corpus.eval_sets["blind"]
+    assert len(blind) >= 800
+    writers = Counter(next(t for t in m.tags if t.startswith("writer:")) for m in blind)
+    assert len(writers) >= 4 and all(any(t.startswith("register:") for t in m.tags) for m in blind)
+    assert all(m.id.startswith("blind-") for m in blind)
+    held_out = {m.id for ms in corpus.eval_sets.values() for m in ms}
+    assert not held_out & {m.id for m in corpus.train + corpus.dev + corpus.test}
+    assert {m.label for m in blind} == {"extortion", "coercion", "complaint", "normal"}

@@ -35,8 +35,12 @@ def test_training_writes_a_standard_model_folder(tmp_path, tiny_model_dir):
     (tmp_path / "reviews.txt").write_text("\n".join(f"好评{i}快递很快" for i in range(30)), encoding="utf-8")
     sources = tmp_path / "sources.json"
     sources.write_text(json.dumps({"sources": [{"name": "reviews", "path": "reviews.txt", "weak_label": "normal", "train_lines": 10}]}), encoding="utf-8")
+    (tmp_path / "eval" / "blind").mkdir(parents=True)
+    write_jsonl(tmp_path / "eval" / "blind" / "writer-a.jsonl", [{**r, "id": f"bl-{i}"} for i, r in enumerate(synthetic_records(12, seed=2))])
     out = tmp_path / "model"
-    config = TrainConfig(data=[str(data)], frozen_test=None, challenge=[str(challenge)], sources=str(sources), base=str(tiny_model_dir), out=str(out), epochs=10, early_stopping_patience=10, batch_size=16, learning_rate=1e-3, max_length=32, device="cpu", precision="fp32")
+    config = TrainConfig(data=[str(data)], frozen_test=None, challenge=[str(challenge)], eval_sets=[str(tmp_path / "eval")], sources=str(sources),
+                         base=str(tiny_model_dir), out=str(out), epochs=10, early_stopping_patience=10, batch_size=16, learning_rate=1e-3,
+                         max_length=32, device="cpu", precision="fp32")
     summary = train(config)
 
     assert (out / "model.safetensors").exists() and not list(out.glob("*.bin"))
@@ -53,6 +57,12 @@ def test_training_writes_a_standard_model_folder(tmp_path, tiny_model_dir):
     assert summary["challenges"]["hard"]["n"] == 8 and (out / "eval" / "challenge-hard" / "report.md").exists()
     held_out = summary["external_extortion_rate"]["reviews"]
     assert 0 < held_out["n"] < 30 and 0.0 <= held_out["rate"] <= 1.0  # the rest of the 30 lines trained
+    assert len(held_out["flagged"]) == held_out["extortion"] and all(i.startswith("reviews:") for i in held_out["flagged"])
+    assert summary["eval_sets"]["blind"]["n"] == 12 and (out / "eval" / "eval-blind" / "report.md").exists()
+    assert card.index("## Headline: independent evaluation sets") < card.index("## Test metrics") or "## Test metrics" not in card
+    assert f"| blind | 12 | {summary['eval_sets']['blind']['macro_f1']:.3f} |" in card
+    if held_out["flagged"]:
+        assert "reviews`: lines " + held_out["flagged"][0].split(":")[1] in card
 
     from transformers import pipeline
 

@@ -28,12 +28,14 @@ class Corpus:
     test: list[Message] = field(default_factory=list)
     challenges: dict[str, list[Message]] = field(default_factory=dict)
     """Challenge set name (file stem) -> its messages; never trained on."""
+    eval_sets: dict[str, list[Message]] = field(default_factory=dict)
+    """Independent evaluation set name -> its messages (:func:`read_eval_sets`); never trained or tuned on."""
     external_train: dict[str, list[Message]] = field(default_factory=dict)
     """External source name -> its weak-labelled training sample (kept apart from ``train``)."""
     external_held_out: dict[str, list[Message]] = field(default_factory=dict)
     """External source name -> the lines not used for training (false-positive estimates)."""
     excluded: list[Message] = field(default_factory=list)
-    """Corpus messages left out of training because they near-duplicate a challenge message."""
+    """Corpus messages left out of training because they near-duplicate a challenge or evaluation-set message."""
 
     def labelled(self) -> tuple[list[Message], list[str]]:
         """The corpus messages (no external text, no challenge sets) and the split of each."""
@@ -47,6 +49,7 @@ def load_corpus(
     challenge_paths: Sequence[str] = (),
     sources: str | None = None,
     relabels: str | None = None,
+    eval_paths: Sequence[str] = (),
 ) -> Corpus:
     """Read and validate labelled data (raising on any bad line), then split it.
 
@@ -57,11 +60,12 @@ def load_corpus(
     corpus = Corpus()
     for path in expand_paths(challenge_paths):
         corpus.challenges[Path(path).stem] = read_messages([path], require_label=True)
-    challenge_messages = [m for challenge in corpus.challenges.values() for m in challenge]
+    corpus.eval_sets = read_eval_sets(eval_paths)
+    challenge_messages = [m for held_out in (*corpus.challenges.values(), *corpus.eval_sets.values()) for m in held_out]
     everything = messages + challenge_messages
     duplicate_ids = [i for i, n in Counter(m.id for m in everything).items() if n > 1]
     if duplicate_ids:
-        raise ValueError(f"ids used both in the corpus and a challenge set: {duplicate_ids[:5]}")
+        raise ValueError(f"ids used twice across the corpus, challenge and evaluation sets: {duplicate_ids[:5]}")
     splits = assign_splits(everything, read_frozen_test(frozen_test) if frozen_test else None, frozenset(m.id for m in challenge_messages))
     for message, split in zip(messages, splits):
         getattr(corpus, split).append(message)
@@ -72,6 +76,21 @@ def load_corpus(
             if held_out:
                 corpus.external_held_out[name] = held_out
     return corpus
+
+
+def read_eval_sets(paths: Sequence[str]) -> dict[str, list[Message]]:
+    """Set name -> labelled messages. In a folder (``data/annotations/eval``), each ``*.jsonl`` file is a set named
+    by its stem and each subfolder one set named by the folder (``blind/`` holds one file per writer); a file given
+    directly is a set named by its stem. Missing paths are skipped."""
+    sets = {}
+    for path in map(Path, paths):
+        if path.is_dir():
+            for child in sorted(path.iterdir()):
+                if child.suffix == ".jsonl" or (child.is_dir() and any(child.rglob("*.jsonl"))):
+                    sets[child.stem if child.is_file() else child.name] = read_messages([child], require_label=True)
+        elif path.exists():
+            sets[path.stem] = read_messages([path], require_label=True)
+    return sets
 
 
 def label_counts(messages: Sequence[Message]) -> dict[str, int]:

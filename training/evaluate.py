@@ -146,9 +146,12 @@ def evaluate(classifier, messages, out_dir: str | Path, title: str = "Evaluation
 
 
 def extortion_rate(classifier, messages, batch_size: int = 32) -> dict:
-    """Share of messages predicted ``extortion``: on text known not to be extortion, a false-positive rate."""
+    """Share of messages predicted ``extortion``: on text known not to be extortion, a false-positive rate.
+
+    ``flagged`` lists the ids of the flagged messages (for real text, ``source:line``; never the text).
+    """
     if not messages:
-        return {"n": 0, "extortion": 0, "rate": 0.0}
+        return {"n": 0, "extortion": 0, "rate": 0.0, "flagged": []}
     labels = classifier.predict_proba(messages, batch_size=batch_size).argmax(axis=1)
-    flagged = int((labels == LABEL2ID["extortion"]).sum())
-    return {"n": len(messages), "extortion": flagged, "rate": flagged / len(messages)}
+    flagged = [m.id for m, label in zip(messages, labels) if label == LABEL2ID["extortion"]]
+    return {"n": len(messages), "extortion": len(flagged), "rate": len(flagged) / len(messages), "flagged": flagged}

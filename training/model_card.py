@@ -76,6 +76,15 @@ def write_model_card(out: Path, config: TrainConfig, summary: dict) -> None:
         "- Arguments: see `train_config.json`",
         "",
     ]
+    if summary.get("eval_sets"):
+        lines += ["## Headline: independent evaluation sets (never trained or tuned on)", "",
+                  "Written by people other than the corpus writers (`data/annotations/eval/README.md`). The frozen test split below was "
+                  "written by the corpus writers and reads higher than these.", "",
+                  "| set | n | macro-F1 | extortion precision | extortion recall | accuracy |", "|---|---|---|---|---|---|"]
+        for name, m in summary["eval_sets"].items():
+            ext = m["per_class"]["extortion"]
+            lines.append(f"| {name} | {m['n']} | {m['macro_f1']:.3f} | {ext['precision']:.3f} | {ext['recall']:.3f} | {m['accuracy']:.3f} |")
+        lines.append("")
     for split in ("test", "dev"):
         if split in summary:
             lines += [f"## {split.capitalize()} metrics", "", metrics_table(summary[split]), ""]
@@ -94,7 +103,10 @@ def write_model_card(out: Path, config: TrainConfig, summary: dict) -> None:
         lines += ["## Extortion rate on real text (held-out lines, none of it extortion)", "", "| source | lines | predicted extortion | rate |", "|---|---|---|---|"]
         for name, r in summary["external_extortion_rate"].items():
             lines.append(f"| {name} | {r['n']} | {r['extortion']} | {100 * r['rate']:.2f}% |")
-        lines.append("")
+        total = sum(r["n"] for r in summary["external_extortion_rate"].values())
+        flagged = sum(r["extortion"] for r in summary["external_extortion_rate"].values())
+        lines += [f"| all | {total} | {flagged} | {100 * flagged / max(total, 1):.3f}% |", ""]
+    lines += _flagged_appendix(summary.get("external_extortion_rate", {}))
     lines += [
         "## Limits",
         "",
@@ -103,3 +115,15 @@ def write_model_card(out: Path, config: TrainConfig, summary: dict) -> None:
         "",
     ]
     (out / "README.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+def _flagged_appendix(rates: dict) -> list[str]:
+    """Every held-out real line predicted extortion, by source and line number (the text stays where it lives)."""
+    flagged = [(name, line_id.rsplit(":", 1)[1]) for name, r in rates.items() for line_id in r.get("flagged", [])]
+    if not flagged:
+        return []
+    lines = ["## Appendix: held-out real lines predicted extortion", "",
+             "Source and line number in the source's file (`data/annotations/sources.json`); none of these lines is extortion.", ""]
+    for name in dict.fromkeys(n for n, _ in flagged):
+        lines.append(f"- `{name}`: lines " + ", ".join(line for n, line in flagged if n == name))
+    return lines + [""]

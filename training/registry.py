@@ -37,7 +37,7 @@ class Tolerances:
     """Largest fall in macro-F1 on the frozen test split (0.005 = half a point)."""
 
     challenge_macro_f1_drop: float = 0.01
-    """Largest fall in macro-F1 on any challenge set (one point)."""
+    """Largest fall in macro-F1 on any challenge or independent evaluation set (one point)."""
 
     real_review_fp_rise: float = 0.0
     """Largest rise in the extortion rate on held-out real reviews (none)."""
@@ -75,6 +75,8 @@ def check_promotion(comparison: dict, tolerances: Tolerances) -> list[dict]:
         if name == comparison.get("new_labels_set"):
             continue  # the new labels are what the candidate learned from; they are reported, not a gate
         check(f"challenge {name} macro-F1", parent.get("challenge_macro_f1", {}).get(name), value, tolerances.challenge_macro_f1_drop)
+    for name, value in candidate.get("eval_macro_f1", {}).items():
+        check(f"evaluation set {name} macro-F1", parent.get("eval_macro_f1", {}).get(name), value, tolerances.challenge_macro_f1_drop)
     check("extortion rate on real reviews", parent.get("real_review_extortion_rate"), candidate.get("real_review_extortion_rate"),
           tolerances.real_review_fp_rise, higher_is_better=False)
     return checks

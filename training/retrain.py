@@ -164,6 +164,7 @@ def digest(results: dict) -> dict:
         "test_extortion_f1": results.get("test", {}).get("per_class", {}).get("extortion", {}).get("f1"),
         "challenge_macro_f1": {name: r["macro_f1"] for name, r in results.get("challenges", {}).items()},
         "challenge_extortion_f1": {name: r["per_class"]["extortion"]["f1"] for name, r in results.get("challenges", {}).items()},
+        "eval_macro_f1": {name: r["macro_f1"] for name, r in results.get("eval_sets", {}).items()},
         "real_review_extortion_rate": sum(r["extortion"] for r in real) / sum(r["n"] for r in real) if real else None,
     }
 
@@ -190,10 +191,7 @@ def retrain(train_config: TrainConfig, inbox: str, start: str = "current", adjud
     ``start``: ``current`` fine-tunes the parent, ``base`` the base encoder of ``train_config``;
     ``parent``: the model compared against (default: the current model of the registry).
     """
-    from model.classifier import ExtortionClassifier
-
-    from .score_cache import CachedScores
-    from .trainer import evaluate_run, train
+    from .trainer import train
 
     if start not in ("current", "base"):
         raise ValueError(f"--from must be current or base, not {start!r}")
@@ -216,8 +214,22 @@ def retrain(train_config: TrainConfig, inbox: str, start: str = "current", adjud
         # The base encoder never learnt this task: all its layers must.
         trained_layers=train_config.trained_layers if start == "current" else 0,
     )
-    corpus = load_corpus(config.data, config.frozen_test, config.challenge, config.sources, config.relabels)
+    corpus = load_corpus(config.data, config.frozen_test, config.challenge, config.sources, config.relabels, config.eval_sets)
     summary = train(config, corpus)
+    extra = {"started_from": start, "new_labels_set": NEW_LABELS if merge.held_out else None, "merge": merge.counts()}
+    return compare(summary, parent_dir, corpus, config, tolerances, extra)
+
+
+def compare(summary: dict, parent_dir: Path, corpus, config: TrainConfig, tolerances: Tolerances | None = None,
+            extra: dict | None = None) -> dict:
+    """Evaluate the parent on the candidate's sets and write ``comparison.json``/``.md`` and ``manifest.json`` beside the
+    candidate (``config.out``), which ``models promote`` then judges. ``summary``: the candidate's :func:`train` summary."""
+    from model.classifier import ExtortionClassifier
+
+    from .score_cache import CachedScores
+    from .trainer import evaluate_run
+
+    out = Path(config.out)
     parent = CachedScores(ExtortionClassifier.from_pretrained(parent_dir, device=config.device), parent_dir)
     parent_results = evaluate_run(parent, corpus, config, out / "parent-eval")
     parent.save()
@@ -225,9 +237,7 @@ def retrain(train_config: TrainConfig, inbox: str, start: str = "current", adjud
         "parent_version": parent.version,
         "parent_path": str(parent_dir),
         "candidate_version": out.name,
-        "started_from": start,
-        "new_labels_set": NEW_LABELS if merge.held_out else None,
-        "merge": merge.counts(),
+        **(extra or {}),
         "parent": digest(parent_results),
         "candidate": digest(summary),
         "train_seconds": summary["train_seconds"],
@@ -237,6 +247,7 @@ def retrain(train_config: TrainConfig, inbox: str, start: str = "current", adjud
     (out / "comparison.json").write_text(json.dumps(comparison, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / "comparison.md").write_text(comparison_markdown(comparison), encoding="utf-8")
     manifest = {"parent": {"version": parent.version, "path": str(parent_dir)}, "data": file_hashes(config.data),
-                "challenge": file_hashes(config.challenge), "frozen_test": file_hashes([config.frozen_test]) if config.frozen_test else {}}
+                "challenge": file_hashes(config.challenge), "eval_sets": file_hashes(config.eval_sets),
+                "frozen_test": file_hashes([config.frozen_test]) if config.frozen_test else {}}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return comparison

@@ -59,7 +59,7 @@ def train(config: TrainConfig, corpus=None) -> dict:
 
     set_seed(config.seed)
     device = resolve_device(config.device)
-    corpus = corpus or load_corpus(config.data, config.frozen_test, config.challenge, config.sources, config.relabels)
+    corpus = corpus or load_corpus(config.data, config.frozen_test, config.challenge, config.sources, config.relabels, config.eval_sets)
     external = [m for sample in corpus.external_train.values() for m in sample]
     train_messages = (corpus.train + external)[: config.max_train_samples]
     disguised = augment(train_messages, config.augment_share, config.seed)
@@ -227,7 +227,7 @@ def make_trainer_class():
 
 
 def evaluate_run(classifier, corpus, config: TrainConfig, eval_dir: Path) -> dict:
-    """Dev, test (with robustness), every challenge set, and the extortion rate on held-out real text."""
+    """Dev, test (with robustness), every challenge and evaluation set, and the extortion rate on held-out real text."""
     limit, size = config.max_eval_samples, config.eval_batch_size
     results = {"dev": evaluate(classifier, corpus.dev[:limit], eval_dir / "dev", "Dev split", size)}
     if corpus.test:
@@ -237,6 +237,10 @@ def evaluate_run(classifier, corpus, config: TrainConfig, eval_dir: Path) -> dic
     results["challenges"] = {
         name: evaluate(classifier, messages[:limit], eval_dir / f"challenge-{name}", f"Challenge set {name}", size)
         for name, messages in corpus.challenges.items()
+    }
+    results["eval_sets"] = {
+        name: evaluate(classifier, messages[:limit], eval_dir / f"eval-{name}", f"Evaluation set {name}", size)
+        for name, messages in corpus.eval_sets.items()
     }
     results["external_extortion_rate"] = {name: extortion_rate(classifier, messages[:limit], size) for name, messages in corpus.external_held_out.items()}
     return results

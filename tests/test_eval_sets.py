@@ -1,0 +1,54 @@
+"""Independent evaluation sets and adversarial rounds: held out of every split, split and frozen as documented."""
+
+from model.data_format import Message
+from tests.conftest import write_jsonl
+from training.adversarial import error_rate, split_round
+from training.data import load_corpus, read_eval_sets
+
+
+def record(i, text, label="normal", prefix="c"):
+    return {"id": f"{prefix}-{i:03d}", "text": text, "label": label, "source": "written", "context": []}
+
+
+def test_eval_sets_are_named_by_file_or_folder_and_kept_out_of_every_split(tmp_path):
+    corpus = [record(i, f"第{i}条消息内容不同{i * 7}号{chr(0x4E00 + i)}{chr(0x4F00 + i)}") for i in range(40)]
+    corpus.append(record(99, "这个评价我写好了你看着办吧老板"))  # the same text as an evaluation message
+    data = write_jsonl(tmp_path / "corpus.jsonl", corpus)
+    eval_dir = tmp_path / "eval"
+    (eval_dir / "blind").mkdir(parents=True)
+    write_jsonl(eval_dir / "blind" / "writer-a.jsonl", [record(1, "这个评价我写好了你看着办吧老板", "extortion", "blind-a")])
+    write_jsonl(eval_dir / "blind" / "writer-b.jsonl", [record(1, "发货了吗亲", "normal", "blind-b")])
+    write_jsonl(eval_dir / "adversarial-r1.jsonl", [record(1, "退款到账了谢谢", "normal", "adv")])
+    (eval_dir / "README.md").write_text("not a set")
+
+    loaded = load_corpus([str(data)], None, (), None, None, [str(eval_dir)])
+
+    assert {name: len(ms) for name, ms in loaded.eval_sets.items()} == {"adversarial-r1": 1, "blind": 2}
+    assert [m.id for m in loaded.excluded] == ["c-099"]
+    trained_or_tested = {m.id for m in loaded.train + loaded.dev + loaded.test}
+    assert len(trained_or_tested) == 40 and not trained_or_tested & {"blind-a-001", "blind-b-001", "adv-001"}
+    assert read_eval_sets([str(eval_dir / "missing")]) == {}
+
+
+def test_adversarial_round_keeps_every_error_as_many_correct_and_freezes_whole_conversations():
+    messages, predicted = [], []
+    for c in range(30):
+        for turn in range(3):
+            label = ("extortion", "complaint", "normal")[turn]
+            messages.append(Message(f"对话{c}第{turn}句", id=f"adv-r1-x-c{c:02d}#{turn}", label=label, tags=("writer:x",)))
+            predicted.append("normal" if c % 3 == 0 else label)  # conversations 0, 3, ... hold 2 errors each
+    errors = sum(p != m.label for m, p in zip(messages, predicted))
+
+    result = split_round(messages, predicted, "r1", frozen_share=0.2)
+
+    kept = result.frozen + result.train
+    assert result.errors == errors == 20 and result.correct_kept == 20 and result.correct_dropped == 50
+    assert len(kept) == 40 and len({m.id for m in kept}) == 40
+    by_id = dict(zip((m.id for m in messages), predicted))
+    assert all(f"model:{by_id[m.id]}" in m.tags and "writer:x" in m.tags for m in kept)
+    assert sum(f"model:{m.label}" not in m.tags for m in kept) == 20  # every error is kept
+    frozen_conversations = {m.id.split("#")[0] for m in result.frozen}
+    assert frozen_conversations and not frozen_conversations & {m.id.split("#")[0] for m in result.train}
+    assert 0.05 < len(result.frozen) / len(kept) < 0.4
+    assert split_round(messages, predicted, "r1").frozen == result.frozen  # stable
+    assert error_rate(messages, predicted) == 20 / 90

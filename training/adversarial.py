@@ -1,0 +1,69 @@
+"""Adversarial rounds (build it, break it, fix it): keep a round's verified messages, freeze a share, train on the rest.
+
+Writers see the current model's verdicts and write messages it gets wrong, plus some it gets right; a second
+reader labels every message blind, and only the messages both gave the same label reach this module. The
+round keeps every model error and at most as many messages the model got right, then freezes
+``frozen_share`` of the conversations (by a stable hash) as ``data/annotations/eval/adversarial-rN.jsonl``:
+never trained on, it measures the next models against the one the round was written against. The rest
+joins the corpus (``data/annotations/messages/adv-rN.jsonl``), where the usual grouping puts it in train or dev.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.data_format import Message
+from model.labels import LABELS
+
+from .splits import conversation_of
+
+
+@dataclass
+class Round:
+    frozen: list[Message]
+    train: list[Message]
+    errors: int
+    correct_kept: int
+    correct_dropped: int
+
+
+def _bucket(key: str) -> float:
+    return int(hashlib.sha1(key.encode("utf-8")).hexdigest(), 16) % 10_000 / 10_000
+
+
+def split_round(messages: Sequence[Message], predicted: Sequence[str], name: str, frozen_share: float = 0.2) -> Round:
+    """Keep every error and as many correct messages (chosen by a stable hash), then freeze ``frozen_share`` by conversation.
+
+    Each kept message gets a ``model:<label>`` tag: what the model the round was written against said.
+    """
+    if len(messages) != len(predicted):
+        raise ValueError(f"{len(messages)} messages but {len(predicted)} predictions")
+    errors = [(m, p) for m, p in zip(messages, predicted) if p != m.label]
+    correct = sorted(((m, p) for m, p in zip(messages, predicted) if p == m.label), key=lambda mp: _bucket(f"{name}:keep:{mp[0].id}"))
+    kept = errors + correct[: len(errors)]
+    frozen, train = [], []
+    for message, label in sorted(kept, key=lambda mp: mp[0].id):
+        tagged = Message(message.text, message.context, message.id, message.role, message.label, message.source,
+                         (*[t for t in message.tags if not t.startswith("model:")], f"model:{label}"))
+        (frozen if _bucket(f"{name}:{conversation_of(message)}") < frozen_share else train).append(tagged)
+    return Round(frozen, train, len(errors), min(len(correct), len(errors)), max(len(correct) - len(errors), 0))
+
+
+def error_rate(messages: Sequence[Message], predicted: Sequence[str]) -> float:
+    """Share of messages whose predicted label differs from the gold one."""
+    return sum(p != m.label for m, p in zip(messages, predicted)) / max(len(messages), 1)
+
+
+def write_jsonl(messages: Sequence[Message], path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        for message in messages:
+            handle.write(json.dumps(message.to_json(), ensure_ascii=False) + "\n")
+
+
+def label_table(messages: Sequence[Message]) -> dict[str, int]:
+    return {label: sum(m.label == label for m in messages) for label in LABELS}
