@@ -108,6 +108,32 @@ def cmd_data_flag_real(args) -> int:
     return 0
 
 
+def cmd_data_adversarial_round(args) -> int:
+    from model.classifier import ExtortionClassifier
+    from training.adversarial import label_table, split_round, write_jsonl
+
+    written = read_messages(args.written, require_label=True)
+    second = {}
+    for path in args.second_reader:
+        for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                entry = json.loads(line)
+                second[entry["id"]] = entry["label"]
+    missing = [m.id for m in written if args.second_reader and m.id not in second]
+    if missing:
+        raise UsageError(f"the second reader did not label {len(missing)} messages (first: {missing[0]!r})")
+    verified = [m for m in written if not args.second_reader or second[m.id] == m.label]
+    classifier = ExtortionClassifier.from_pretrained(args.model, device=args.device)
+    predicted = [p.label for p in classifier.predict(verified, batch_size=args.batch_size)]
+    result = split_round(verified, predicted, args.name, args.frozen_share)
+    write_jsonl(result.frozen, Path(args.eval_dir) / f"adversarial-{args.name}.jsonl")
+    write_jsonl(result.train, Path(args.corpus_dir) / f"adv-{args.name}.jsonl")
+    print(f"{len(written)} written, {len(verified)} verified by the second reader; against {classifier.version}: {result.errors} errors, "
+          f"{result.correct_kept} correct kept, {result.correct_dropped} correct dropped")
+    print(f"frozen {len(result.frozen)} {label_table(result.frozen)}; training {len(result.train)} {label_table(result.train)}")
+    return 0
+
+
 def cmd_base_build(args) -> int:
     from training.base_encoder import build_base
 
@@ -330,6 +356,20 @@ def build_parser() -> argparse.ArgumentParser:
     flag_real.add_argument("--batch-size", type=int, default=32)
     flag_real.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     flag_real.set_defaults(func=cmd_data_flag_real)
+
+    adversarial = data.add_parser("adversarial-round", help="keep a round's verified messages (every model error, as many it got "
+                                  "right), freeze a share as an evaluation set and add the rest to the corpus")
+    adversarial.add_argument("written", nargs="+", help="the round's messages with the writers' labels (JSON Lines files or folders)")
+    adversarial.add_argument("--second-reader", nargs="*", default=[], help="JSON Lines of id and label from a second reader; messages they "
+                             "label differently are dropped")
+    adversarial.add_argument("--name", required=True, help="round name, e.g. r1")
+    adversarial.add_argument("--model", default=None, help="the model the round was written against (default: the current model)")
+    adversarial.add_argument("--frozen-share", type=float, default=0.2, help="share of conversations frozen as the evaluation set")
+    adversarial.add_argument("--eval-dir", default="data/annotations/eval")
+    adversarial.add_argument("--corpus-dir", default="data/annotations/messages")
+    adversarial.add_argument("--batch-size", type=int, default=32)
+    adversarial.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    adversarial.set_defaults(func=cmd_data_adversarial_round)
 
     agree = data.add_parser("agreement", help="Cohen's kappa between two annotations (JSON Lines of id and label)")
     agree.add_argument("first", help="first annotation")
