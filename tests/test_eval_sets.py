@@ -52,3 +52,32 @@ def test_adversarial_round_keeps_every_error_as_many_correct_and_freezes_whole_c
     assert 0.05 < len(result.frozen) / len(kept) < 0.4
     assert split_round(messages, predicted, "r1").frozen == result.frozen  # stable
     assert error_rate(messages, predicted) == 20 / 90
+
+
+def test_adversarial_round_command_drops_what_the_second_reader_labels_otherwise(tmp_path, tiny_model_dir, capsys):
+    import json
+
+    from model.data_format import read_messages
+    from serve.cli import main
+
+    labels = ("extortion", "coercion", "complaint", "normal")
+    written = [record(i, f"第{i}句话不给钱就差评" if i % 2 else f"第{i}句话快递到了吗", labels[i % 4], "adv-r9-x") for i in range(40)]
+    write_jsonl(tmp_path / "x.jsonl", written)
+    second = [{"id": r["id"], "label": r["label"] if i != 6 else "normal"} for i, r in enumerate(written)]
+    write_jsonl(tmp_path / "second.jsonl", second)
+
+    assert main(["data", "adversarial-round", str(tmp_path / "x.jsonl"), "--second-reader", str(tmp_path / "second.jsonl"), "--name", "r9",
+                 "--model", str(tiny_model_dir), "--eval-dir", str(tmp_path / "eval"), "--corpus-dir", str(tmp_path / "messages"),
+                 "--device", "cpu"]) == 0
+
+    frozen = read_messages([tmp_path / "eval" / "adversarial-r9.jsonl"], require_label=True)
+    train = read_messages([tmp_path / "messages" / "adv-r9.jsonl"], require_label=True)
+    kept = frozen + train
+    assert "adv-r9-x-006" not in {m.id for m in kept}
+    errors = sum(f"model:{m.label}" not in m.tags for m in kept)
+    assert errors >= len(kept) - errors and "40 written, 39 verified by the second reader; against tiny-model" in capsys.readouterr().out
+    write_jsonl(tmp_path / "short.jsonl", second[:5])
+    assert main(["data", "adversarial-round", str(tmp_path / "x.jsonl"), "--second-reader", str(tmp_path / "short.jsonl"), "--name", "r9",
+                 "--model", str(tiny_model_dir), "--eval-dir", str(tmp_path / "eval"), "--corpus-dir", str(tmp_path / "messages")]) == 2
+    assert "did not label 35 messages" in capsys.readouterr().err
+    assert json.loads((tmp_path / "x.jsonl").read_text(encoding="utf-8").splitlines()[0])["id"] == "adv-r9-x-000"

@@ -27,3 +27,27 @@ def test_sources_are_filtered_relabelled_and_split(tmp_path):
     assert loaded["abuse"][0] == [] and [m.id for m in loaded["abuse"][1]] == ["abuse:2"]  # CSV line 2, below the header
     assert loaded["absent"] == ([], [])
     assert loaded["capped"][0] == [] and [m.id for m in loaded["capped"][1]] == ["capped:2", "capped:3", "capped:5", "capped:6", "capped:7"]
+
+
+def test_flag_real_lists_every_scored_line_by_source_and_line_never_its_text(tmp_path, tiny_model_dir, capsys):
+    from serve.cli import main
+
+    lines = [f"第{i}条评价，东西还行吧" for i in range(30)]
+    (tmp_path / "reviews.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config = {"sources": [{"name": "reviews", "path": "reviews.txt", "weak_label": "complaint", "train_lines": 10, "held_out_lines": 5}]}
+    (tmp_path / "sources.json").write_text(json.dumps(config), encoding="utf-8")
+    out = tmp_path / "flagged.jsonl"
+
+    from model.classifier import ExtortionClassifier
+    from training.real_text import flag_real_text
+
+    records = list(flag_real_text(ExtortionClassifier.from_pretrained(tiny_model_dir, device="cpu"), tmp_path / "sources.json", None))
+    assert sorted(r["line"] for r in records) == list(range(1, 31))  # held_out_lines does not cap what is scored
+    assert 3 <= sum(r["split"] == "train" for r in records) <= 20
+    assert all(set(r) == {"source", "line", "split", "label", "predicted", "p_extortion", "p_coercion", "p_complaint", "p_normal"} for r in records)
+
+    assert main(["data", "flag-real", "--model", str(tiny_model_dir), "--sources", str(tmp_path / "sources.json"), "--relabels", "none",
+                 "--out", str(out), "--device", "cpu"]) == 0
+    flagged = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["line"] for r in flagged] == [r["line"] for r in records if r["predicted"] in ("extortion", "coercion")]
+    assert "东西还行" not in out.read_text(encoding="utf-8") + capsys.readouterr().err

@@ -38,8 +38,9 @@ def test_training_writes_a_standard_model_folder(tmp_path, tiny_model_dir):
     (tmp_path / "eval" / "blind").mkdir(parents=True)
     write_jsonl(tmp_path / "eval" / "blind" / "writer-a.jsonl", [{**r, "id": f"bl-{i}"} for i, r in enumerate(synthetic_records(12, seed=2))])
     out = tmp_path / "model"
+    (tmp_path / "notes.md").write_text("## Recipe tries\n\n| try | dev macro-F1 |\n", encoding="utf-8")
     config = TrainConfig(data=[str(data)], frozen_test=None, challenge=[str(challenge)], eval_sets=[str(tmp_path / "eval")], sources=str(sources),
-                         base=str(tiny_model_dir), out=str(out), epochs=10, early_stopping_patience=10, batch_size=16, learning_rate=1e-3,
+                         card_notes=str(tmp_path / "notes.md"), base=str(tiny_model_dir), out=str(out), epochs=10, early_stopping_patience=10, batch_size=16, learning_rate=1e-3,
                          max_length=32, device="cpu", precision="fp32")
     summary = train(config)
 
@@ -61,6 +62,7 @@ def test_training_writes_a_standard_model_folder(tmp_path, tiny_model_dir):
     assert summary["eval_sets"]["blind"]["n"] == 12 and (out / "eval" / "eval-blind" / "report.md").exists()
     assert card.index("## Headline: independent evaluation sets") < card.index("## Test metrics") or "## Test metrics" not in card
     assert f"| blind | 12 | {summary['eval_sets']['blind']['macro_f1']:.3f} |" in card
+    assert "## Recipe tries\n\n| try | dev macro-F1 |" in card
     if held_out["flagged"]:
         assert "reviews`: lines " + held_out["flagged"][0].split(":")[1] in card
 

@@ -107,6 +107,8 @@ def write_model_card(out: Path, config: TrainConfig, summary: dict) -> None:
         flagged = sum(r["extortion"] for r in summary["external_extortion_rate"].values())
         lines += [f"| all | {total} | {flagged} | {100 * flagged / max(total, 1):.3f}% |", ""]
     lines += _flagged_appendix(summary.get("external_extortion_rate", {}))
+    if config.card_notes:
+        lines += [Path(config.card_notes).read_text(encoding="utf-8").strip(), ""]
     lines += [
         "## Limits",
         "",

@@ -47,6 +47,9 @@ class TrainConfig:
     distill_temperature: float = 2.0
     """With a ``teacher``: temperature that softens both models' probabilities in the distillation loss."""
 
+    card_notes: str | None = None
+    """A Markdown file appended to the model card, e.g. the table of recipe tries that led to this run."""
+
     out: str = "runs/latest"
     """Output folder: a standard Hugging Face model folder plus metrics and a model card."""
 
