@@ -39,7 +39,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     classifier = ExtortionClassifier.from_pretrained(args.model, device="cpu")
     messages = list(itertools.islice(itertools.cycle(read_messages(args.data)), args.messages))
-    encoded = encode_messages(classifier.tokenizer, messages, classifier.max_length, classifier.text_preparation)
+    encoded = encode_messages(classifier.tokenizer, messages, classifier.max_length, classifier.text_preparation, classifier.role_marker)
     tokens = sum(len(ids) for ids in encoded.input_ids)
     config = classifier.model.config
     # Per token: 2 FLOPs per weight in the encoder's matrices, plus attention scores over the mean length.

@@ -121,6 +121,7 @@ class ExtortionClassifier:
         # Models trained before text preparation existed (and foreign checkpoints) saw whitespace-collapsed text.
         self.text_preparation = getattr(model.config, "extortion_guard_text_preparation", "whitespace")
         preparation(self.text_preparation)  # fail at load, not at the first prediction, on an unknown name
+        self.role_marker = getattr(model.config, "extortion_guard_role_marker", "none")
         labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
         if sorted(labels) != sorted(LABELS):
             raise ValueError(f"model labels {labels} are not the expected {list(LABELS)}")
@@ -190,7 +191,7 @@ class ExtortionClassifier:
         ``timings``, when given, gains the seconds spent preparing and tokenising (``tokenise``) and in the model (``model``).
         """
         started = time.perf_counter()
-        encoded = encode_messages(self.tokenizer, messages, self.max_length, self.text_preparation)
+        encoded = encode_messages(self.tokenizer, messages, self.max_length, self.text_preparation, self.role_marker)
         tokenised = time.perf_counter()
         distinct, copy_of = distinct_inputs(encoded)
         # Sort by length so each batch pads little, then put rows back in input order.

@@ -4,7 +4,10 @@ Each text first goes through the model's text preparation (see :mod:`model.text`
 a model records which one it was trained with, and models from before it existed
 use ``whitespace``. The message is the first segment and its context the second, so
 that a message without context encodes like plain text (what ``transformers.pipeline``
-feeds). The message keeps its tokens up to the window, and is flagged when cut;
+feeds). Models trained with ``role_marker="seller"`` also see a seller's message behind
+the seller marker: a seller's reply inside an extortion chat is not the buyer's demand.
+Buyer messages and messages of unknown role stay unmarked (most messages, and most logs'
+unknown senders, are buyers'). The message keeps its tokens up to the window, and is flagged when cut;
 the context fills what is left and loses its oldest tokens first.
 """
 
@@ -20,6 +23,7 @@ from .data_format import Message, Turn
 from .text import prepare_text
 
 ROLE_MARKERS = {"buyer": "买家:", "seller": "卖家:"}
+ROLE_MARKER_CHOICES = ("none", "seller")  # which senders' messages carry their marker (recorded in a model's config)
 _WHITESPACE = re.compile(r"\s+")
 
 
@@ -67,14 +71,23 @@ class EncodedBatch:
         return out
 
 
-def encode_messages(tokenizer, messages: Sequence[Message], max_length: int, text_preparation: str = "whitespace") -> EncodedBatch:
+def message_text(message: Message, prepare: Callable[[str], str], role_marker: str = "none") -> str:
+    """The first segment: the prepared text (as written if preparation empties it), behind the seller marker where asked."""
+    if role_marker not in ROLE_MARKER_CHOICES:
+        raise ValueError(f"role_marker must be one of {ROLE_MARKER_CHOICES}, got {role_marker!r}")
+    text = prepare(message.text) or message.text.strip()
+    return ROLE_MARKERS["seller"] + text if role_marker == "seller" and message.role == "seller" else text
+
+
+def encode_messages(tokenizer, messages: Sequence[Message], max_length: int, text_preparation: str = "whitespace",
+                    role_marker: str = "none") -> EncodedBatch:
     """Encode messages with their context through the fast tokenizer's Rust backend."""
     prepare = preparation(text_preparation)
     backend = tokenizer.backend_tokenizer
     backend.no_truncation()
     backend.no_padding()
     # A message that preparation empties (only symbols) is kept as written rather than lost.
-    texts = backend.encode_batch([prepare(m.text) or m.text.strip() for m in messages], add_special_tokens=False)
+    texts = backend.encode_batch([message_text(m, prepare, role_marker) for m in messages], add_special_tokens=False)
     contexts = backend.encode_batch([format_context(m.context, prepare) for m in messages], add_special_tokens=False)
     single_extra = backend.num_special_tokens_to_add(False)
     pair_extra = backend.num_special_tokens_to_add(True)

@@ -53,25 +53,29 @@ def cmd_data_stats(args) -> int:
     from training.data import load_corpus
     from training.stats import corpus_stats, format_stats
 
-    corpus = load_corpus(args.paths, args.frozen_test, args.challenge)
+    corpus = load_corpus(args.paths, args.frozen_test, args.challenge, eval_paths=args.eval_sets)
     stats = corpus_stats(*corpus.labelled())
     stats["challenges"] = {name: corpus_stats(messages)["by_label"] for name, messages in corpus.challenges.items()}
+    stats["eval_sets"] = {name: corpus_stats(messages)["by_label"] for name, messages in corpus.eval_sets.items()}
     if args.json:
         print(json.dumps(stats, ensure_ascii=False, indent=2))
     else:
         print(format_stats(stats))
-        for name, by_label in stats["challenges"].items():
-            print(f"\nchallenge set {name}: {sum(by_label.values())} messages: " + ", ".join(f"{k} {v}" for k, v in by_label.items()))
+        for kind, sets in (("challenge set", stats["challenges"]), ("evaluation set", stats["eval_sets"])):
+            for name, by_label in sets.items():
+                print(f"\n{kind} {name}: {sum(by_label.values())} messages: " + ", ".join(f"{k} {v}" for k, v in by_label.items()))
     return 0
 
 
 def cmd_data_freeze_test(args) -> int:
+    from training.data import read_eval_sets
     from training.splits import assign_splits, freeze_test
 
     if Path(args.out).exists():
         raise UsageError(f"{args.out} exists: a frozen test split never changes; write a new version instead")
     messages = read_messages(args.paths, require_label=True)
     challenge = read_messages(args.challenge, require_label=True) if args.challenge else []
+    challenge += [m for held_out in read_eval_sets(args.eval_sets).values() for m in held_out]
     splits = assign_splits(messages + challenge, None, frozenset(m.id for m in challenge))
     n = freeze_test(messages, splits[: len(messages)], args.out, f"frozen test split {Path(args.out).stem}: {len(messages)} corpus messages read")
     print(f"{n} test ids written to {args.out}")
@@ -193,10 +197,10 @@ def cmd_predict(args) -> int:
             raise UsageError("give either a TEXT argument or --input, not both")
         if not args.text.strip():
             raise UsageError("the message text is empty or whitespace only")
-        records = [{"text": args.text, "context": [dataclasses.asdict(parse_turn(c)) for c in args.context]}]
+        records = [{"text": args.text, "context": [dataclasses.asdict(parse_turn(c)) for c in args.context], "role": args.role}]
     else:
-        if args.context:
-            raise UsageError("--context goes with a TEXT argument; in --input files each line has its own context")
+        if args.context or args.role:
+            raise UsageError("--context and --role go with a TEXT argument; in --input files each line has its own")
         records = read_messages([args.input or "-"])
     classifier = ExtortionClassifier.from_pretrained(args.model, device=args.device)
     predictions = classifier.predict(records, batch_size=args.batch_size)
@@ -324,6 +328,7 @@ def _optional_str(value: str) -> str | None:
 def _add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="*", default=["data/annotations/messages"], help="labelled JSON Lines files or folders")
     parser.add_argument("--challenge", nargs="*", default=["data/annotations/challenge"], help="challenge sets (files or folders), kept out of every split")
+    parser.add_argument("--eval-sets", nargs="*", default=["data/annotations/eval"], help="independent evaluation sets, kept out of every split")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -405,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="classify one message, or a JSON Lines file")
     predict.add_argument("text", nargs="?", default=None, help="the message (omit to read --input or stdin)")
     predict.add_argument("--context", action="append", default=[], help="an earlier turn as ROLE:TEXT, oldest first; repeatable")
+    predict.add_argument("--role", default=None, choices=["buyer", "seller"], help="who sent the message (default: not known, read as a buyer's)")
     predict.add_argument("--input", default=None, help="JSON Lines input (default: stdin)")
     predict.add_argument("--output", default=None, help="JSON Lines output (default: stdout)")
     predict.add_argument("--model", default=None, help="model folder or hub id (default: the shipped model)")

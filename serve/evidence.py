@@ -68,7 +68,7 @@ def _extortion_without(classifier, message: Message, words: list[str], removals:
     variants = []
     for removed in map(set, removals):
         reduced = "".join(w for i, w in enumerate(words) if i not in removed).strip() or "。"  # an emptied message still needs a token
-        variants.append(Message(reduced, message.context))
+        variants.append(Message(reduced, message.context, role=message.role))
     return [float(p) for p in classifier.predict_proba(variants)[:, EXTORTION]]
 
 

@@ -58,3 +58,24 @@ def test_evasion_preparation_changes_what_the_model_sees():
     plain = encode_messages(tokenizer, [disguised], 64, "whitespace").input_ids[0]
     prepared = encode_messages(tokenizer, [disguised], 64, "evasion-v1").input_ids[0]
     assert prepared == tokenizer("不给钱就差评")["input_ids"] and plain != prepared
+
+
+def test_seller_marker_goes_before_a_sellers_message_only_when_the_model_reads_it():
+    import pytest
+
+    tokenizer = tiny_tokenizer()
+    seller, buyer, unknown = Message("好的", role="seller"), Message("好的", role="buyer"), Message("好的")
+    marked = encode_messages(tokenizer, [seller, buyer, unknown], max_length=64, role_marker="seller").input_ids
+    assert "".join(tokens(tokenizer, marked[0])).index("卖") < "".join(tokens(tokenizer, marked[0])).index("好")
+    assert marked[1] == marked[2] == tokenizer("好的")["input_ids"]
+    assert encode_messages(tokenizer, [seller], max_length=64).input_ids[0] == marked[1]  # older models: no marker
+    with pytest.raises(ValueError, match="role_marker"):
+        encode_messages(tokenizer, [seller], max_length=64, role_marker="both")
+
+
+def test_score_cache_keys_name_the_senders_role_only_for_models_that_read_it():
+    from training.score_cache import message_key
+
+    seller, buyer = Message("好的", role="seller"), Message("好的", role="buyer")
+    assert message_key(seller) == message_key(buyer)
+    assert message_key(seller, with_role=True) != message_key(buyer, with_role=True)

@@ -72,6 +72,8 @@ def test_training_writes_a_standard_model_folder(tmp_path, tiny_model_dir):
     assert scored[0]["label"] in LABELS
     classifier = ExtortionClassifier.from_pretrained(out, device="cpu")
     assert classifier.max_length == 32 and classifier.version == "model"
+    assert saved["extortion_guard_role_marker"] == classifier.role_marker == "seller"
+    assert ExtortionClassifier.from_pretrained(tiny_model_dir, device="cpu").role_marker == "none"  # models from before read no marker
 
 
 def test_training_refuses_invalid_data_with_file_and_line(tmp_path, tiny_model_dir):

@@ -98,9 +98,9 @@ def label_counts(messages: Sequence[Message]) -> dict[str, int]:
     return {label: counts.get(label, 0) for label in LABELS}
 
 
-def to_dataset(messages: Sequence[Message], tokenizer, max_length: int, text_preparation: str) -> Dataset:
+def to_dataset(messages: Sequence[Message], tokenizer, max_length: int, text_preparation: str, role_marker: str = "none") -> Dataset:
     """Tokenised ``datasets.Dataset`` with ``input_ids``, ``token_type_ids``, ``labels`` and ``length``."""
-    encoded = encode_messages(tokenizer, messages, max_length, text_preparation)
+    encoded = encode_messages(tokenizer, messages, max_length, text_preparation, role_marker)
     columns = {"input_ids": encoded.input_ids, "labels": [LABEL2ID[m.label] for m in messages], "length": [len(i) for i in encoded.input_ids]}
     if "token_type_ids" in tokenizer.model_input_names:
         columns["token_type_ids"] = encoded.token_type_ids

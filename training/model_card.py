@@ -57,7 +57,8 @@ def write_model_card(out: Path, config: TrainConfig, summary: dict) -> None:
     if summary.get("augmented"):
         lines.append(f"- plus {summary['augmented']} disguised copies of training messages (evasion families, share {config.augment_share})")
     lines += [
-        f"- texts go through the `{config.text_preparation}` text preparation (`model/inputs.py`)",
+        f"- texts go through the `{config.text_preparation}` text preparation (`model/inputs.py`)"
+        + ("; a seller's message is read behind the seller marker" if config.role_marker == "seller" else ""),
         "",
         "## Training",
         "",

@@ -42,9 +42,11 @@ def model_digest(model_dir: str | Path) -> str:
     return digest.hexdigest()
 
 
-def message_key(message: Message) -> bytes:
-    """16 bytes naming what the model sees of a message: its text and its context turns."""
-    seen = json.dumps([message.text, [(turn.role, turn.text) for turn in message.context]], ensure_ascii=False)
+def message_key(message: Message, with_role: bool = False) -> bytes:
+    """16 bytes naming what the model sees of a message: its text and its context turns, and its sender's role for a model
+    that reads it (``role_marker``; keys of models that do not are unchanged, so their caches stay valid)."""
+    parts = [message.text, [(turn.role, turn.text) for turn in message.context]] + ([message.role] if with_role else [])
+    seen = json.dumps(parts, ensure_ascii=False)
     return hashlib.blake2b(seen.encode(), digest_size=16).digest()
 
 
@@ -69,7 +71,8 @@ class CachedScores:
     def predict_proba(self, items, batch_size: int = 64) -> np.ndarray:
         single = isinstance(items, (str, dict, Message))
         messages = [as_message(x) for x in ([items] if single else items)]
-        keys = [message_key(m) for m in messages]
+        with_role = getattr(self.classifier, "role_marker", "none") != "none"
+        keys = [message_key(m, with_role) for m in messages]
         missing = list({k: m for k, m in zip(keys, messages) if k not in self.scores}.items())
         if missing:
             probs = self.classifier.predict_proba([m for _, m in missing], batch_size=batch_size)

@@ -75,14 +75,14 @@ def train(config: TrainConfig, corpus=None) -> dict:
     if config.num_layers:
         keep_layers(model, config.num_layers)
     frozen = train_top_layers_only(model, config.trained_layers) if config.trained_layers else []
-    train_set = to_dataset(train_messages + disguised, tokenizer, config.max_length, config.text_preparation)
+    train_set = to_dataset(train_messages + disguised, tokenizer, config.max_length, config.text_preparation, config.role_marker)
     if config.teacher:
         teacher = CachedScores(ExtortionClassifier.from_pretrained(config.teacher, device=config.device), config.teacher)
         probs = teacher.predict_proba(train_messages + disguised, batch_size=config.eval_batch_size)
         teacher.save()  # the next student of this teacher skips scoring
         train_set = train_set.add_column("teacher_probs", probs.tolist())
         del teacher
-    dev_set = to_dataset(dev_messages, tokenizer, config.max_length, config.text_preparation)
+    dev_set = to_dataset(dev_messages, tokenizer, config.max_length, config.text_preparation, config.role_marker)
     weights = class_weights([m.label for m in train_messages], config.class_weighting)
 
     def dev_metrics(prediction):
@@ -140,6 +140,7 @@ def train(config: TrainConfig, corpus=None) -> dict:
     trained = trainer.model.to("cpu")
     trained.config.extortion_guard_max_length = config.max_length
     trained.config.extortion_guard_text_preparation = config.text_preparation
+    trained.config.extortion_guard_role_marker = config.role_marker
     trained.config.extortion_guard_version = out.name
     save_model(trained, tokenizer, out, config.save_dtype)
     shutil.rmtree(checkpoints, ignore_errors=True)

@@ -77,6 +77,10 @@ class TrainConfig:
     text_preparation: str = "evasion-v1"
     """How texts are prepared before tokenising (:data:`model.inputs.PREPARATIONS`); recorded in the model's config."""
 
+    role_marker: str = "seller"
+    """Which senders' messages carry their role marker before the text (``model.inputs.ROLE_MARKER_CHOICES``): ``seller``
+    marks sellers' messages, so a seller's reply in an extortion chat reads as the seller's; ``none`` marks no message."""
+
     augment_share: float = 0.3
     """Share of training messages (of every label) that also appear disguised by a random evasion family."""
 

@@ -79,7 +79,8 @@ class RayScorer:
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
         valid = [r for r in rows if r["error"] is None]
-        messages = [Message(r["text"], tuple(Turn(role, text) for role, text in json.loads(r["context"])), r["message_id"]) for r in valid]
+        messages = [Message(r["text"], tuple(Turn(role, text) for role, text in json.loads(r["context"])), r["message_id"], r["sender_role"])
+                    for r in valid]
         probs, truncated = self.classifier.score(messages, self.batch_size) if valid else (None, [])
         for i, row in enumerate(valid):
             row.update({f"p_{label}": float(probs[i, j]) for j, label in enumerate(LABELS)})
