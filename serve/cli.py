@@ -317,8 +317,12 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls, defaults: dict 
         if isinstance(default, list):
             parser.add_argument(flag, dest=f.name, nargs="*", default=default, help=f"default: {' '.join(default)}")
         else:
-            kind = {"int": int, "int | None": int, "float": float, "str | None": _optional_str}.get(f.type, str)
+            kind = {"int": int, "int | None": int, "float": float, "float | None": _optional_float, "str | None": _optional_str}.get(f.type, str)
             parser.add_argument(flag, dest=f.name, type=kind, default=default, help=f"default: {default}")
+
+
+def _optional_float(value: str) -> float | None:
+    return None if value.lower() in ("", "none") else float(value)
 
 
 def _optional_str(value: str) -> str | None:

@@ -138,6 +138,11 @@ def train(config: TrainConfig, corpus=None) -> dict:
     train_seconds = time.perf_counter() - started
 
     trained = trainer.model.to("cpu")
+    if config.extortion_precision is not None:
+        logits = np.asarray(trainer.predict(dev_set).predictions, dtype=np.float32)
+        shift = extortion_logit_shift(logits, np.array([LABEL2ID[m.label] for m in dev_messages]), config.extortion_precision)
+        classification_head(trained).bias.data[LABEL2ID["extortion"]] -= shift
+        trained.config.extortion_guard_extortion_logit_shift = shift
     trained.config.extortion_guard_max_length = config.max_length
     trained.config.extortion_guard_text_preparation = config.text_preparation
     trained.config.extortion_guard_role_marker = config.role_marker
@@ -160,12 +165,31 @@ def train(config: TrainConfig, corpus=None) -> dict:
         "external_train": {name: label_counts(sample) for name, sample in corpus.external_train.items()},
         "excluded_near_challenge": len(corpus.excluded),
         "augmented": len(disguised),
+        "extortion_logit_shift": getattr(trained.config, "extortion_guard_extortion_logit_shift", None),
         **results,
     }
     (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / "train_metrics.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     write_model_card(out, config, summary)
     return summary
+
+
+def extortion_logit_shift(logits: np.ndarray, labels: np.ndarray, precision: float, largest: float = 6.0, step: float = 0.05) -> float:
+    """The smallest amount to subtract from the extortion logit for extortion precision to reach ``precision`` on these
+    labelled logits (the largest tried when none reaches it)."""
+    extortion = LABEL2ID["extortion"]
+    for shift in np.arange(0.0, largest + step / 2, step):
+        shifted = logits.copy()
+        shifted[:, extortion] -= shift
+        predicted = shifted.argmax(axis=1) == extortion
+        if not predicted.any() or (labels[predicted] == extortion).mean() >= precision:
+            return round(float(shift), 4)
+    return largest
+
+
+def classification_head(model) -> torch.nn.Linear:
+    """The last linear layer that maps to the labels (BERT's ``classifier``, RoBERTa's ``classifier.out_proj``)."""
+    return [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == len(LABELS)][-1]
 
 
 def keep_layers(model, count: int) -> None:
