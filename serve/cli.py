@@ -94,18 +94,23 @@ def cmd_data_flag_real(args) -> int:
     from collections import Counter
 
     from model.classifier import ExtortionClassifier
+    from model.registry import current_model_dir
     from training.real_text import FLAGGED_LABELS, flag_real_text
+    from training.score_cache import CachedScores
 
-    classifier = ExtortionClassifier.from_pretrained(args.model, device=args.device)
+    # Lines an evaluation of this model already scored come from its score cache.
+    model_dir = args.model or current_model_dir()
+    classifier = CachedScores(ExtortionClassifier.from_pretrained(model_dir, device=args.device), model_dir)
     counts, flagged = Counter(), Counter()
     out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
     with out:
-        for record in flag_real_text(classifier, args.sources, args.relabels, args.batch_size):
+        for record in flag_real_text(classifier, args.sources, args.relabels, args.batch_size, args.held_out_only):
             key = (record["source"], record["split"])
             counts[key] += 1
             if record["predicted"] in FLAGGED_LABELS:
                 flagged[key, record["predicted"]] += 1
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    classifier.save()
     for (source, split), n in sorted(counts.items()):
         print(f"{source} {split}: {n} lines, " + ", ".join(f"{label} {flagged[(source, split), label]}" for label in FLAGGED_LABELS),
               file=sys.stderr)
@@ -362,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     flag_real.add_argument("--sources", default="data/annotations/sources.json")
     flag_real.add_argument("--relabels", default="data/annotations/relabels.jsonl")
     flag_real.add_argument("--out", default=None, help="JSON Lines of flagged lines (default: stdout)")
+    flag_real.add_argument("--held-out-only", action="store_true", help="only the held-out lines that evaluation scores (its "
+                           "false-positive estimate), not the training sample")
     flag_real.add_argument("--batch-size", type=int, default=32)
     flag_real.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     flag_real.set_defaults(func=cmd_data_flag_real)

@@ -44,6 +44,9 @@ def test_flag_real_lists_every_scored_line_by_source_and_line_never_its_text(tmp
     records = list(flag_real_text(ExtortionClassifier.from_pretrained(tiny_model_dir, device="cpu"), tmp_path / "sources.json", None))
     assert sorted(r["line"] for r in records) == list(range(1, 31))  # held_out_lines does not cap what is scored
     assert 3 <= sum(r["split"] == "train" for r in records) <= 20
+    held_out = list(flag_real_text(ExtortionClassifier.from_pretrained(tiny_model_dir, device="cpu"), tmp_path / "sources.json", None,
+                                   held_out_only=True))
+    assert len(held_out) == 5 and {r["split"] for r in held_out} == {"held-out"}
     assert all(set(r) == {"source", "line", "split", "label", "predicted", "p_extortion", "p_coercion", "p_complaint", "p_normal"} for r in records)
 
     assert main(["data", "flag-real", "--model", str(tiny_model_dir), "--sources", str(tmp_path / "sources.json"), "--relabels", "none",

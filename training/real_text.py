@@ -17,11 +17,18 @@ from .sources import load_source, read_relabels, read_sources
 FLAGGED_LABELS = ("extortion", "coercion")
 
 
-def flag_real_text(classifier, sources_path: str, relabels_path: str | None, batch_size: int = 32) -> Iterator[dict]:
-    """One record per source line (after the source's filters): source, line, split, weak label, predicted label, probabilities."""
+def flag_real_text(classifier, sources_path: str, relabels_path: str | None, batch_size: int = 32,
+                   held_out_only: bool = False) -> Iterator[dict]:
+    """One record per source line (after the source's filters): source, line, split, weak label, predicted label, probabilities.
+
+    ``held_out_only``: only the held-out lines that evaluation scores (the source's ``held_out_lines`` cap applies), the
+    false-positive estimate's own lines; otherwise every line, including the training sample.
+    """
     relabels = read_relabels(relabels_path) if relabels_path else {}
     for source in read_sources(sources_path):
-        train, held_out = load_source(dataclasses.replace(source, held_out_lines=None), relabels)
+        train, held_out = load_source(source if held_out_only else dataclasses.replace(source, held_out_lines=None), relabels)
+        if held_out_only:
+            train = []
         messages = train + held_out
         if not messages:
             continue
