@@ -40,7 +40,7 @@ def test_training_writes_a_standard_model_folder(tmp_path, tiny_model_dir):
     out = tmp_path / "model"
     (tmp_path / "notes.md").write_text("## Recipe tries\n\n| try | dev macro-F1 |\n", encoding="utf-8")
     config = TrainConfig(data=[str(data)], frozen_test=None, challenge=[str(challenge)], eval_sets=[str(tmp_path / "eval")], sources=str(sources),
-                         card_notes=str(tmp_path / "notes.md"), extortion_precision=0.6, base=str(tiny_model_dir), out=str(out), epochs=10, early_stopping_patience=10, batch_size=16, learning_rate=1e-3,
+                         card_notes=str(tmp_path / "notes.md"), tune_extortion_shift="dev-macro-f1", base=str(tiny_model_dir), out=str(out), epochs=10, early_stopping_patience=10, batch_size=16, learning_rate=1e-3,
                          max_length=32, device="cpu", precision="fp32")
     summary = train(config)
 
@@ -74,7 +74,7 @@ def test_training_writes_a_standard_model_folder(tmp_path, tiny_model_dir):
     assert classifier.max_length == 32 and classifier.version == "model"
     assert saved["extortion_guard_role_marker"] == classifier.role_marker == "seller"
     assert saved["extortion_guard_extortion_logit_shift"] == summary["extortion_logit_shift"] >= 0
-    assert f"the extortion logit is lowered by {summary['extortion_logit_shift']:g}" in card
+    assert f"the extortion logit is lowered by {summary['extortion_logit_shift']:g}, the shift in [0, 3]" in card
     assert ExtortionClassifier.from_pretrained(tiny_model_dir, device="cpu").role_marker == "none"  # models from before read no marker
 
 
@@ -153,7 +153,7 @@ def test_distillation_makes_a_smaller_student_follow_the_teacher_not_the_labels(
     assert np.mean(student_labels == teacher_labels) > 0.6 > np.mean(student_labels == true_labels)
 
 
-def test_extortion_logit_shift_is_the_smallest_reaching_the_precision():
+def test_extortion_logit_shift_maximises_macro_f1():
     import numpy as np
 
     from training.trainer import extortion_logit_shift
@@ -161,9 +161,8 @@ def test_extortion_logit_shift_is_the_smallest_reaching_the_precision():
     ext, normal = LABELS.index("extortion"), LABELS.index("normal")
     logits = np.zeros((4, 4), dtype=np.float32)
     logits[:, ext] = [3.0, 2.0, 1.0, 0.5]  # the two strongest are extortion, the weaker two normal
-    logits[:, normal] = 0.0
+    logits[:, normal] = 0.1  # the runner-up everywhere
     labels = np.array([ext, ext, normal, normal])
-    assert extortion_logit_shift(logits, labels, 0.5) == 0.0
-    assert extortion_logit_shift(logits, labels, 1.0) == 1.05  # the message at 1.0 must fall below normal's 0.0 (a tie stays extortion)
-    assert extortion_logit_shift(logits[2:], labels[2:], 1.0) == 1.05  # no extortion predicted at all: nothing is wrong
-    assert extortion_logit_shift(logits, np.array([normal] * 4), 1.0, largest=2.0) == 2.0  # unreachable: the largest tried
+    assert extortion_logit_shift(logits, labels) == 0.95  # the smallest shift that takes 1.0 below normal's 0.1 (a tie stays extortion)
+    assert extortion_logit_shift(logits, np.array([ext] * 4)) == 0.0  # every message is extortion: no shift helps
+    assert extortion_logit_shift(logits, np.array([normal] * 4), largest=3.5) == 2.95  # nothing is extortion: shift them all away

@@ -73,8 +73,8 @@ def write_model_card(out: Path, config: TrainConfig, summary: dict) -> None:
         f"- Device: {summary['device']}, precision {summary['precision']}; {summary['epochs_run']} epochs in {summary['train_seconds']} s "
         + (f"(early stopping on dev macro-F1, patience {config.early_stopping_patience}; best dev macro-F1 {summary['best_dev_macro_f1']:.3f})"
            if config.epochs > 1 else f"(dev macro-F1 {summary['best_dev_macro_f1']:.3f})"),
-        *([f"- Operating point chosen on dev: the extortion logit is lowered by {summary['extortion_logit_shift']:g}, the smallest shift "
-           f"that brings dev extortion precision to {config.extortion_precision:g}"] if summary.get("extortion_logit_shift") is not None else []),
+        *([f"- Operating point chosen on dev: the extortion logit is lowered by {summary['extortion_logit_shift']:g}, the shift in [0, 3] "
+           "that maximises dev macro-F1"] if summary.get("extortion_logit_shift") is not None else []),
         f"- Weights: safetensors, stored as {config.save_dtype}, {size_mb:.1f} MB",
         "- Arguments: see `train_config.json`",
         "",

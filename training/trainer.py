@@ -138,9 +138,11 @@ def train(config: TrainConfig, corpus=None) -> dict:
     train_seconds = time.perf_counter() - started
 
     trained = trainer.model.to("cpu")
-    if config.extortion_precision is not None:
+    if config.tune_extortion_shift not in ("no", "dev-macro-f1"):
+        raise ValueError(f"tune_extortion_shift must be no or dev-macro-f1, got {config.tune_extortion_shift!r}")
+    if config.tune_extortion_shift == "dev-macro-f1":
         logits = np.asarray(trainer.predict(dev_set).predictions, dtype=np.float32)
-        shift = extortion_logit_shift(logits, np.array([LABEL2ID[m.label] for m in dev_messages]), config.extortion_precision)
+        shift = extortion_logit_shift(logits, np.array([LABEL2ID[m.label] for m in dev_messages]))
         classification_head(trained).bias.data[LABEL2ID["extortion"]] -= shift
         trained.config.extortion_guard_extortion_logit_shift = shift
     trained.config.extortion_guard_max_length = config.max_length
@@ -174,17 +176,18 @@ def train(config: TrainConfig, corpus=None) -> dict:
     return summary
 
 
-def extortion_logit_shift(logits: np.ndarray, labels: np.ndarray, precision: float, largest: float = 6.0, step: float = 0.05) -> float:
-    """The smallest amount to subtract from the extortion logit for extortion precision to reach ``precision`` on these
-    labelled logits (the largest tried when none reaches it)."""
-    extortion = LABEL2ID["extortion"]
+def extortion_logit_shift(logits: np.ndarray, labels: np.ndarray, largest: float = 3.0, step: float = 0.05) -> float:
+    """The amount to subtract from the extortion logit that maximises macro-F1 on these labelled logits (the smallest on ties)."""
+    from sklearn.metrics import f1_score
+
+    extortion, best, best_f1 = LABEL2ID["extortion"], 0.0, -1.0
     for shift in np.arange(0.0, largest + step / 2, step):
         shifted = logits.copy()
         shifted[:, extortion] -= shift
-        predicted = shifted.argmax(axis=1) == extortion
-        if not predicted.any() or (labels[predicted] == extortion).mean() >= precision:
-            return round(float(shift), 4)
-    return largest
+        f1 = f1_score(labels, shifted.argmax(axis=1), labels=list(range(len(LABELS))), average="macro", zero_division=0)
+        if f1 > best_f1 + 1e-12:
+            best, best_f1 = round(float(shift), 4), f1
+    return best
 
 
 def classification_head(model) -> torch.nn.Linear:

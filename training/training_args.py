@@ -87,9 +87,9 @@ class TrainConfig:
     class_weighting: str = "balanced"
     """``balanced`` weighs the loss of each label by n / (labels x count), so rare labels count as much; ``none`` turns it off."""
 
-    extortion_precision: float | None = None
-    """After training, lower the extortion logit by the smallest amount (a prior shift, stored in the head's bias) that
-    brings dev extortion precision to this value: an operating point chosen on dev. None leaves the logits as trained."""
+    tune_extortion_shift: str = "no"
+    """``dev-macro-f1``: after training, lower the extortion logit by the shift in [0, 3] that maximises dev macro-F1 (an
+    operating point chosen on dev, stored in the head's bias and the config); ``no`` leaves the logits as trained."""
 
     early_stopping_patience: int = 2
     """Stop after this many epochs without a better dev macro-F1."""
