@@ -57,6 +57,8 @@ def train(config: TrainConfig, corpus=None) -> dict:
 
     ClassifierTrainer = make_trainer_class()
 
+    if config.tune_extortion_shift not in ("no", "dev-macro-f1"):
+        raise ValueError(f"tune_extortion_shift must be no or dev-macro-f1, got {config.tune_extortion_shift!r}")
     set_seed(config.seed)
     device = resolve_device(config.device)
     corpus = corpus or load_corpus(config.data, config.frozen_test, config.challenge, config.sources, config.relabels, config.eval_sets)
@@ -138,8 +140,6 @@ def train(config: TrainConfig, corpus=None) -> dict:
     train_seconds = time.perf_counter() - started
 
     trained = trainer.model.to("cpu")
-    if config.tune_extortion_shift not in ("no", "dev-macro-f1"):
-        raise ValueError(f"tune_extortion_shift must be no or dev-macro-f1, got {config.tune_extortion_shift!r}")
     if config.tune_extortion_shift == "dev-macro-f1":
         logits = np.asarray(trainer.predict(dev_set).predictions, dtype=np.float32)
         shift = extortion_logit_shift(logits, np.array([LABEL2ID[m.label] for m in dev_messages]))
