@@ -124,7 +124,7 @@ def cmd_data_adversarial_round(args) -> int:
     written = read_messages(args.written, require_label=True)
     second = {}
     for path in args.second_reader:
-        for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
             if line.strip():
                 entry = json.loads(line)
                 second[entry["id"]] = entry["label"]
