@@ -151,6 +151,14 @@ def read_messages(paths: Iterable[str | Path], require_label: bool = False) -> l
     return messages
 
 
+def write_messages(messages: Iterable[Message], path: str | Path) -> None:
+    """Write messages as JSON Lines (the format :func:`read_messages` reads), creating the folder."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        for message in messages:
+            handle.write(json.dumps(message.to_json(), ensure_ascii=False) + "\n")
+
+
 def expand_paths(paths: Iterable[str | Path]) -> list[str]:
     """Files as given; folders as their ``*.jsonl`` files, sorted."""
     out = []

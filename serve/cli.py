@@ -119,7 +119,9 @@ def cmd_data_flag_real(args) -> int:
 
 def cmd_data_adversarial_round(args) -> int:
     from model.classifier import ExtortionClassifier
-    from training.adversarial import label_table, split_round, write_jsonl
+    from model.data_format import write_messages
+    from training.adversarial import split_round
+    from training.data import label_counts
 
     written = read_messages(args.written, require_label=True)
     second = {}
@@ -135,11 +137,11 @@ def cmd_data_adversarial_round(args) -> int:
     classifier = ExtortionClassifier.from_pretrained(args.model, device=args.device)
     predicted = [p.label for p in classifier.predict(verified, batch_size=args.batch_size)]
     result = split_round(verified, predicted, args.name, args.frozen_share)
-    write_jsonl(result.frozen, Path(args.eval_dir) / f"adversarial-{args.name}.jsonl")
-    write_jsonl(result.train, Path(args.corpus_dir) / f"adv-{args.name}.jsonl")
+    write_messages(result.frozen, Path(args.eval_dir) / f"adversarial-{args.name}.jsonl")
+    write_messages(result.train, Path(args.corpus_dir) / f"adv-{args.name}.jsonl")
     print(f"{len(written)} written, {len(verified)} verified by the second reader; against {classifier.version}: {result.errors} errors, "
           f"{result.correct_kept} correct kept, {result.correct_dropped} correct dropped")
-    print(f"frozen {len(result.frozen)} {label_table(result.frozen)}; training {len(result.train)} {label_table(result.train)}")
+    print(f"frozen {len(result.frozen)} {label_counts(result.frozen)}; training {len(result.train)} {label_counts(result.train)}")
     return 0
 
 

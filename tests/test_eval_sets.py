@@ -2,7 +2,7 @@
 
 from model.data_format import Message
 from tests.conftest import write_jsonl
-from training.adversarial import error_rate, split_round
+from training.adversarial import split_round
 from training.data import load_corpus, read_eval_sets
 
 
@@ -51,7 +51,6 @@ def test_adversarial_round_keeps_every_error_as_many_correct_and_freezes_whole_c
     assert frozen_conversations and not frozen_conversations & {m.id.split("#")[0] for m in result.train}
     assert 0.05 < len(result.frozen) / len(kept) < 0.4
     assert split_round(messages, predicted, "r1").frozen == result.frozen  # stable
-    assert error_rate(messages, predicted) == 20 / 90
 
 
 def test_adversarial_round_command_drops_what_the_second_reader_labels_otherwise(tmp_path, tiny_model_dir, capsys):

@@ -11,13 +11,10 @@ joins the corpus (``data/annotations/messages/adv-rN.jsonl``), where the usual g
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from model.data_format import Message
-from model.labels import LABELS
 
 from .splits import conversation_of
 
@@ -51,19 +48,3 @@ def split_round(messages: Sequence[Message], predicted: Sequence[str], name: str
                          (*[t for t in message.tags if not t.startswith("model:")], f"model:{label}"))
         (frozen if _bucket(f"{name}:{conversation_of(message)}") < frozen_share else train).append(tagged)
     return Round(frozen, train, len(errors), min(len(correct), len(errors)), max(len(correct) - len(errors), 0))
-
-
-def error_rate(messages: Sequence[Message], predicted: Sequence[str]) -> float:
-    """Share of messages whose predicted label differs from the gold one."""
-    return sum(p != m.label for m, p in zip(messages, predicted)) / max(len(messages), 1)
-
-
-def write_jsonl(messages: Sequence[Message], path: str | Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as handle:
-        for message in messages:
-            handle.write(json.dumps(message.to_json(), ensure_ascii=False) + "\n")
-
-
-def label_table(messages: Sequence[Message]) -> dict[str, int]:
-    return {label: sum(m.label == label for m in messages) for label in LABELS}
