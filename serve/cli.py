@@ -317,15 +317,31 @@ def cmd_hash_password(args) -> int:
 
 
 def _add_dataclass_options(parser: argparse.ArgumentParser, cls, defaults: dict | None = None) -> None:
+    docs = _field_docs(cls)
     for f in dataclasses.fields(cls):
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         default = (defaults or {}).get(f.name, default)
         flag = "--" + f.name.replace("_", "-")
+        # argparse expands %(...)s in help, so a literal percent sign is doubled
+        doc = docs.get(f.name, "").replace("%", "%%")
         if isinstance(default, list):
-            parser.add_argument(flag, dest=f.name, nargs="*", default=default, help=f"default: {' '.join(default)}")
+            parser.add_argument(flag, dest=f.name, nargs="*", default=default, help=f"{doc} (default: {' '.join(default)})")
         else:
             kind = {"int": int, "int | None": int, "float": float, "float | None": _optional_float, "str | None": _optional_str}.get(f.type, str)
-            parser.add_argument(flag, dest=f.name, type=kind, default=default, help=f"default: {default}")
+            parser.add_argument(flag, dest=f.name, type=kind, default=default, help=f"{doc} (default: {default})")
+
+
+def _field_docs(cls) -> dict[str, str]:
+    """The docstring under each field of a dataclass (the convention of TrainConfig), as one line per field."""
+    import ast
+    import inspect
+
+    body = ast.parse(inspect.getsource(cls)).body[0].body
+    docs = {}
+    for field, after in zip(body, body[1:]):
+        if isinstance(field, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
+            docs[field.target.id] = " ".join(str(after.value.value).split())
+    return docs
 
 
 def _optional_float(value: str) -> float | None:

@@ -81,3 +81,11 @@ def test_data_stats_json(tmp_path, capsys):
     assert stats["by_length"]["1-5"] == 1 and stats["with_context"] == 1
     assert stats["extortion_without_obvious_words"] == 1
     assert sum(sum(v.values()) for v in stats["by_split"].values()) == 3
+
+
+def test_train_help_shows_each_settings_help_text(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Loss weight of a hard case" in out and "(default: 1.0)" in out
+    assert "Keep only this many of the base's encoder layers" in out
