@@ -166,3 +166,38 @@ def test_extortion_logit_shift_maximises_macro_f1():
     assert extortion_logit_shift(logits, labels) == 0.95  # the smallest shift that takes 1.0 below normal's 0.1 (a tie stays extortion)
     assert extortion_logit_shift(logits, np.array([ext] * 4)) == 0.0  # every message is extortion: no shift helps
     assert extortion_logit_shift(logits, np.array([normal] * 4), largest=3.5) == 2.95  # nothing is extortion: shift them all away
+
+
+def test_a_hard_case_counts_like_copies_of_itself():
+    import torch
+
+    from model.data_format import Message
+    from training.data import is_hard_case
+    from training.trainer import weighted_cross_entropy
+
+    missed = Message("加个微信，转三百就删", id="a", label="extortion", tags=("round:r1", "model:normal"))
+    caught = Message("加个微信，转三百就删", id="b", label="extortion", tags=("round:r1", "model:extortion"))
+    assert is_hard_case(missed) and not is_hard_case(caught) and not is_hard_case(Message("好评", label="normal"))
+
+    logits, labels, class_w = torch.randn(3, 4), torch.tensor([0, 2, 3]), torch.tensor([2.0, 1.0, 0.5, 1.0])
+    plain = torch.nn.functional.cross_entropy(logits, labels, weight=class_w, label_smoothing=0.1)
+    assert torch.isclose(weighted_cross_entropy(logits, labels, class_w, label_smoothing=0.1), plain)
+    # weight 3 on the first message is the same loss as the first message three times
+    tripled = weighted_cross_entropy(logits, labels, class_w, torch.tensor([3.0, 1.0, 1.0]))
+    copies = torch.nn.functional.cross_entropy(logits[[0, 0, 0, 1, 2]], labels[[0, 0, 0, 1, 2]], weight=class_w)
+    assert torch.isclose(tripled, copies)
+
+
+def test_training_with_hard_case_weights_and_label_smoothing(tmp_path, tiny_model_dir):
+    records = synthetic_records(60)
+    for record in records[::5]:
+        record["tags"] = ["model:normal" if record["label"] != "normal" else "model:complaint"]
+    data = write_jsonl(tmp_path / "train.jsonl", records)
+    config = TrainConfig(data=[str(data)], frozen_test=None, challenge=[], eval_sets=[], sources=None, base=str(tiny_model_dir),
+                         out=str(tmp_path / "model"), epochs=1, batch_size=16, max_length=32, hard_case_weight=3.0, label_smoothing=0.1,
+                         device="cpu", precision="fp32")
+    summary = train(config)  # the Trainer passes the weight column to the loss, not to the model
+    assert summary["dev"]["n"] > 0
+    assert json.loads((tmp_path / "model" / "train_config.json").read_text())["hard_case_weight"] == 3.0
+    with pytest.raises(ValueError, match="label_smoothing"):
+        train(TrainConfig(**{**config.to_dict(), "label_smoothing": 1.0}))

@@ -98,10 +98,21 @@ def label_counts(messages: Sequence[Message]) -> dict[str, int]:
     return {label: counts.get(label, 0) for label in LABELS}
 
 
-def to_dataset(messages: Sequence[Message], tokenizer, max_length: int, text_preparation: str, role_marker: str = "none") -> Dataset:
-    """Tokenised ``datasets.Dataset`` with ``input_ids``, ``token_type_ids``, ``labels`` and ``length``."""
+def is_hard_case(message: Message) -> bool:
+    """An earlier model got this message wrong: the adversarial rounds tag each message ``model:<what it said>``."""
+    said = [tag.removeprefix("model:") for tag in message.tags if tag.startswith("model:")]
+    return bool(said) and said[0] != message.label
+
+
+def to_dataset(
+    messages: Sequence[Message], tokenizer, max_length: int, text_preparation: str, role_marker: str = "none", hard_case_weight: float = 1.0
+) -> Dataset:
+    """Tokenised ``datasets.Dataset`` with ``input_ids``, ``token_type_ids``, ``labels`` and ``length``, and a loss
+    ``weight`` per message when hard cases weigh more than 1."""
     encoded = encode_messages(tokenizer, messages, max_length, text_preparation, role_marker)
     columns = {"input_ids": encoded.input_ids, "labels": [LABEL2ID[m.label] for m in messages], "length": [len(i) for i in encoded.input_ids]}
+    if hard_case_weight != 1.0:
+        columns["weight"] = [hard_case_weight if is_hard_case(m) else 1.0 for m in messages]
     if "token_type_ids" in tokenizer.model_input_names:
         columns["token_type_ids"] = encoded.token_type_ids
     return Dataset.from_dict(columns)

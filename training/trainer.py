@@ -77,7 +77,11 @@ def train(config: TrainConfig, corpus=None) -> dict:
     if config.num_layers:
         keep_layers(model, config.num_layers)
     frozen = train_top_layers_only(model, config.trained_layers) if config.trained_layers else []
-    train_set = to_dataset(train_messages + disguised, tokenizer, config.max_length, config.text_preparation, config.role_marker)
+    if config.hard_case_weight <= 0 or not 0 <= config.label_smoothing < 1:
+        raise ValueError(f"hard_case_weight must be > 0 and label_smoothing in [0, 1); got {config.hard_case_weight}, {config.label_smoothing}")
+    train_set = to_dataset(
+        train_messages + disguised, tokenizer, config.max_length, config.text_preparation, config.role_marker, config.hard_case_weight
+    )
     if config.teacher:
         teacher = CachedScores(ExtortionClassifier.from_pretrained(config.teacher, device=config.device), config.teacher)
         probs = teacher.predict_proba(train_messages + disguised, batch_size=config.eval_batch_size)
@@ -124,6 +128,7 @@ def train(config: TrainConfig, corpus=None) -> dict:
     )
     trainer = ClassifierTrainer(
         class_weights=weights,
+        label_smoothing=config.label_smoothing,
         distill_weight=config.distill_weight if config.teacher else 0.0,
         distill_temperature=config.distill_temperature,
         frozen_modules=frozen,
@@ -224,25 +229,29 @@ def make_trainer_class():
     from transformers import Trainer
 
     class ClassifierTrainer(Trainer):
-        """Class-weighted cross-entropy, plus (with a teacher) the KL divergence from the teacher's softened probabilities."""
+        """Class-weighted cross-entropy (each message also weighted by its ``weight`` column where there is one), plus
+        (with a teacher) the KL divergence from the teacher's softened probabilities."""
 
-        def __init__(self, *args, class_weights=None, distill_weight=0.0, distill_temperature=2.0, frozen_modules=(), **kwargs):
+        def __init__(
+            self, *args, class_weights=None, label_smoothing=0.0, distill_weight=0.0, distill_temperature=2.0, frozen_modules=(), **kwargs
+        ):
             super().__init__(*args, **kwargs)
-            self.class_weights, self.distill_weight, self.distill_temperature = class_weights, distill_weight, distill_temperature
+            self.class_weights, self.label_smoothing = class_weights, label_smoothing
+            self.distill_weight, self.distill_temperature = distill_weight, distill_temperature
             self.frozen_modules = list(frozen_modules)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             inputs = dict(inputs)
             inputs.pop("length", None)
             teacher_probs = inputs.pop("teacher_probs", None)
+            message_weights = inputs.pop("weight", None)
             labels = inputs.pop("labels")
             # The Trainer puts the whole model in training mode each step: frozen layers compute as at inference, without dropout.
             for module in self.frozen_modules:
                 module.eval()
             outputs = model(**inputs)
             logits = outputs.logits.float()
-            weights = None if self.class_weights is None else self.class_weights.to(logits.device)
-            loss = torch.nn.functional.cross_entropy(logits, labels, weight=weights)
+            loss = weighted_cross_entropy(logits, labels, self.class_weights, message_weights, self.label_smoothing)
             if teacher_probs is not None and self.distill_weight > 0:
                 t = self.distill_temperature
                 # log p / t is the teacher's logits / t up to a constant, so its softmax is the teacher's softened distribution
@@ -252,6 +261,19 @@ def make_trainer_class():
             return (loss, outputs) if return_outputs else loss
 
     return ClassifierTrainer
+
+
+def weighted_cross_entropy(logits, labels, class_weights=None, message_weights=None, label_smoothing=0.0) -> torch.Tensor:
+    """Cross-entropy weighted by label and by message: each message's loss times its weight, over the sum of the weights
+    that count (with no message weights this is ``cross_entropy(..., weight=class_weights)``, mean reduction)."""
+    class_weights = None if class_weights is None else class_weights.to(logits.device)
+    # reduction="none" already multiplies each loss by its label's class weight
+    losses = torch.nn.functional.cross_entropy(logits, labels, weight=class_weights, reduction="none", label_smoothing=label_smoothing)
+    counted = torch.ones_like(losses) if class_weights is None else class_weights[labels]
+    if message_weights is not None:
+        message_weights = message_weights.to(logits.device, losses.dtype)
+        losses, counted = losses * message_weights, counted * message_weights
+    return losses.sum() / counted.sum()
 
 
 def evaluate_run(classifier, corpus, config: TrainConfig, eval_dir: Path) -> dict:

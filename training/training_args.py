@@ -87,6 +87,13 @@ class TrainConfig:
     class_weighting: str = "balanced"
     """``balanced`` weighs the loss of each label by n / (labels x count), so rare labels count as much; ``none`` turns it off."""
 
+    hard_case_weight: float = 1.0
+    """Loss weight of a hard case: a message an earlier model got wrong (tagged ``model:X`` with X not its label, as the
+    adversarial rounds tag them); every other message weighs 1."""
+
+    label_smoothing: float = 0.0
+    """Share of each target's probability spread evenly over the labels (0: plain cross-entropy)."""
+
     tune_extortion_shift: str = "no"
     """``dev-macro-f1``: after training, lower the extortion logit by the shift in [0, 3] that maximises dev macro-F1 (an
     operating point chosen on dev, stored in the head's bias and the config); ``no`` leaves the logits as trained."""
