@@ -17,8 +17,8 @@ import pyarrow.compute as pc
 import pyarrow.csv
 import pyarrow.parquet as pq
 
-from model.data_format import Message, Turn
-from model.inputs import preparation
+from model.data_format import Message, Turn, message_from_json
+from model.inputs import message_text, preparation
 from model.labels import LABELS
 
 from .evidence import explain
@@ -27,13 +27,14 @@ from .settings import ServeSettings
 
 ROLES = {"buyer": "buyer", "seller": "seller", "买家": "buyer", "卖家": "seller"}
 EXAMPLES = [
-    ["要么花钱消灾，要么更多的人来给你差评", []],
-    ["不给hb就cp，自己看着办", []],
-    ["不给💰就给查評，懂？", []],
-    ["钱呢？", [["buyer", "给我800我就把差评删了"], ["seller", "亲，这个我们做不到"]]],
-    ["今天不退款我就给差评，东西根本用不了", []],
-    ["收到的杯子是碎的，太失望了，只能给差评了", []],
-    ["在吗？什么时候发货", []],
+    ["要么花钱消灾，要么更多的人来给你差评", "buyer", []],
+    ["不给hb就cp，自己看着办", "buyer", []],
+    ["不给💰就给查評，懂？", "buyer", []],
+    ["钱呢？", "buyer", [["buyer", "给我800我就把差评删了"], ["seller", "亲，这个我们做不到"]]],
+    ["已经转了800，请您把差评删掉", "seller", [["buyer", "给我800我就把差评删了"]]],
+    ["今天不退款我就给差评，东西根本用不了", "buyer", []],
+    ["收到的杯子是碎的，太失望了，只能给差评了", "buyer", []],
+    ["在吗？什么时候发货", "buyer", []],
 ]
 CONVERSATION_COLUMNS = ["conversation_id", "top_label", "max_p_extortion", "messages", "trigger_message_id", "shop_id", "last_time"]
 
@@ -54,20 +55,23 @@ def parse_context(rows) -> tuple[Turn, ...]:
 def build_app(classifier, settings: ServeSettings) -> gr.Blocks:
     prepare = preparation(classifier.text_preparation)
 
-    def classify(text: str, context_rows):
+    def classify(text: str, sender: str, context_rows):
         if not (text or "").strip():
             raise gr.Error("the message is empty")
-        message = Message(text, parse_context(context_rows))
+        if sender not in ("buyer", "seller"):
+            raise gr.Error(f"sender must be buyer or seller, not {str(sender)[:20]!r}")
+        message = Message(text, parse_context(context_rows), role=sender)
         prediction = classifier.predict(message)
         evidence = explain(classifier, message)
         details = {"amounts": evidence.amounts, "payment channels": evidence.channels, "threat types": evidence.threats}
         state = {"message": message.to_json(), "label": prediction.label, "probabilities": prediction.probabilities}
-        return prediction.probabilities, prepare(text), evidence.words, details, gr.update(value=prediction.label), state
+        seen = message_text(message, prepare, classifier.role_marker)
+        return prediction.probabilities, seen, evidence.words, details, gr.update(value=prediction.label), state
 
     def record_feedback(state, label: str, request: gr.Request):
         if not state:
             raise gr.Error("classify a message first")
-        message = Message(state["message"]["text"], tuple(Turn(t["role"], t["text"]) for t in state["message"]["context"]))
+        message = message_from_json(state["message"])
         record = decision_record(message, label, request.username or "anonymous", classifier.version, state["label"], state["probabilities"])
         path = append_decision(record, settings.inbox)
         verb = "Confirmed" if label == state["label"] else f"Corrected {state['label']} → {label}"
@@ -113,13 +117,14 @@ def build_app(classifier, settings: ServeSettings) -> gr.Blocks:
             with gr.Row():
                 with gr.Column():
                     message = gr.Textbox(label="Message", lines=3, elem_id="message")
+                    sender = gr.Radio(["buyer", "seller"], value="buyer", label="Sent by", elem_id="sender")
                     context = gr.Dataframe(
                         value=[["", ""]], headers=["role", "text"], datatype=["str", "str"], type="array", column_count=(2, "fixed"),
                         row_count=(2, "dynamic"), label="Earlier turns, oldest first (role: buyer or seller)", elem_id="context",
                         interactive=True,
                     )
                     classify_button = gr.Button("Classify", variant="primary", elem_id="classify")
-                    gr.Examples(EXAMPLES, inputs=[message, context])
+                    gr.Examples(EXAMPLES, inputs=[message, sender, context])
                 with gr.Column():
                     verdict = gr.Label(label="Verdict", num_top_classes=len(LABELS), elem_id="verdict")
                     prepared = gr.Textbox(label="Prepared text (what the model saw)", interactive=False, elem_id="prepared")
@@ -129,7 +134,7 @@ def build_app(classifier, settings: ServeSettings) -> gr.Blocks:
                     send = gr.Button("Confirm or correct", elem_id="send-feedback")
                     feedback = gr.Markdown(elem_id="feedback-status")
             state = gr.State()
-            classify_button.click(classify, [message, context], [verdict, prepared, evidence, details, correct, state])
+            classify_button.click(classify, [message, sender, context], [verdict, prepared, evidence, details, correct, state])
             send.click(record_feedback, [state, correct], feedback)
         with gr.Tab("Batch"):
             upload = gr.File(label="Chat log: CSV or JSON Lines", file_types=[".csv", ".jsonl", ".json", ".gz"], type="filepath")

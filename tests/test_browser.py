@@ -55,7 +55,7 @@ def served_app(tiny_model_dir, tmp_path):
     thread.join(timeout=10)
 
 
-def test_moderator_logs_in_classifies_with_context_and_corrects(served_app):
+def test_moderator_logs_in_classifies_a_sellers_message_with_context_and_corrects(served_app):
     _require_browser()
     from playwright.sync_api import expect, sync_playwright
 
@@ -72,7 +72,8 @@ def test_moderator_logs_in_classifies_with_context_and_corrects(served_app):
         page.get_by_label("password").fill("correct horse")
         page.get_by_role("button", name="Login").click()
 
-        page.locator("#message textarea").fill("钱呢？不给就差评")
+        page.locator("#message textarea").fill("钱已经转了，别再说不给就差评了")
+        page.locator("#sender").get_by_text("seller").click()
         for column, value in enumerate(("buyer", "给我800我就把差评删了")):
             page.locator(f'#context [data-testid="cell-0-{column}"]').dblclick()
             page.keyboard.type(value)
@@ -82,7 +83,7 @@ def test_moderator_logs_in_classifies_with_context_and_corrects(served_app):
         expect(page.locator("#verdict")).to_contain_text("extortion", timeout=30_000)  # every label is listed with its probability
         expect(page.locator("#prepared textarea")).to_have_value(re.compile("不给就差评"), timeout=10_000)
         expect(page.locator("#evidence")).to_contain_text("差评")
-        page.locator("#ruling").get_by_text("complaint").click()
+        page.locator("#ruling").get_by_text("normal").click()
         page.locator("#send-feedback").click()
         expect(page.locator("#feedback-status")).to_contain_text("saved as", timeout=15_000)
         browser.close()
@@ -90,6 +91,7 @@ def test_moderator_logs_in_classifies_with_context_and_corrects(served_app):
     lines = [json.loads(line) for path in inbox.glob("*.jsonl") for line in path.read_text(encoding="utf-8").splitlines()]
     assert len(lines) == 1
     decision = lines[0]
-    assert decision["label"] == "complaint" and decision["moderator"] == "alice" and decision["text"] == "钱呢？不给就差评"
+    assert decision["label"] == "normal" and decision["moderator"] == "alice" and decision["text"] == "钱已经转了，别再说不给就差评了"
+    assert decision["role"] == "seller"  # the sender chosen in the app reaches the model and the inbox
     assert decision["context"] == [{"role": "buyer", "text": "给我800我就把差评删了"}]
     assert decision["model_label"] in ("extortion", "coercion", "complaint", "normal") and decision["model_version"]
