@@ -201,3 +201,36 @@ def test_training_with_hard_case_weights_and_label_smoothing(tmp_path, tiny_mode
     assert json.loads((tmp_path / "model" / "train_config.json").read_text())["hard_case_weight"] == 3.0
     with pytest.raises(ValueError, match="label_smoothing"):
         train(TrainConfig(**{**config.to_dict(), "label_smoothing": 1.0}))
+
+
+def test_the_operating_point_is_tuned_on_dev_labels_in_the_order_of_the_predictions(tmp_path, tiny_model_dir, monkeypatch):
+    import numpy as np
+    import torch
+
+    import training.trainer
+    from model.labels import LABEL2ID
+    from training.data import load_corpus
+
+    seen = {}
+
+    def remember(logits, labels, **kwargs):
+        seen.update(logits=logits, labels=labels)
+        return 0.0
+
+    monkeypatch.setattr(training.trainer, "extortion_logit_shift", remember)
+    # lengths from 3 to 48 characters: an evaluation sampler that groups by length reorders dev
+    records = [{**r, "text": r["text"] * (1 + i % 4)} for i, r in enumerate(synthetic_records(200, seed=3))]
+    data = write_jsonl(tmp_path / "train.jsonl", records)
+    config = TrainConfig(data=[str(data)], frozen_test=None, challenge=[], eval_sets=[], sources=None, base=str(tiny_model_dir),
+                         out=str(tmp_path / "model"), epochs=1, batch_size=16, learning_rate=1e-3, max_length=64,
+                         tune_extortion_shift="dev-macro-f1", save_dtype="float32", device="cpu", precision="fp32")
+    train(config)
+    dev = load_corpus(config.data, None, [], None, None, []).dev
+    in_order = ExtortionClassifier.from_pretrained(tmp_path / "model", device="cpu").predict_proba(dev)  # keeps the input order
+    tuned_on = torch.softmax(torch.from_numpy(seen["logits"]), -1).numpy()
+
+    # each row of logits the shift was tuned on must sit beside its own message's label
+    labels = np.array([LABEL2ID[m.label] for m in dev])
+    nearest = np.abs(tuned_on[:, None, :] - in_order[None, :, :]).sum(-1).argmin(1)
+    assert np.abs(tuned_on - in_order[nearest]).max() < 1e-4  # every row tuned on is one of dev's
+    assert (labels[nearest] == np.asarray(seen["labels"])).all()

@@ -146,8 +146,10 @@ def train(config: TrainConfig, corpus=None) -> dict:
 
     trained = trainer.model.to("cpu")
     if config.tune_extortion_shift == "dev-macro-f1":
-        logits = np.asarray(trainer.predict(dev_set).predictions, dtype=np.float32)
-        shift = extortion_logit_shift(logits, np.array([LABEL2ID[m.label] for m in dev_messages]))
+        # The predictions come in the sampler's order (transformers 5 groups eval batches by length too), so the labels
+        # are the ones returned beside them, never the dev list's order.
+        prediction = trainer.predict(dev_set)
+        shift = extortion_logit_shift(np.asarray(prediction.predictions, dtype=np.float32), np.asarray(prediction.label_ids))
         classification_head(trained).bias.data[LABEL2ID["extortion"]] -= shift
         trained.config.extortion_guard_extortion_logit_shift = shift
     trained.config.extortion_guard_max_length = config.max_length
