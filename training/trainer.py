@@ -59,6 +59,8 @@ def train(config: TrainConfig, corpus=None) -> dict:
 
     if config.tune_extortion_shift not in ("no", "dev-macro-f1"):
         raise ValueError(f"tune_extortion_shift must be no or dev-macro-f1, got {config.tune_extortion_shift!r}")
+    if config.hard_case_weight <= 0 or not 0 <= config.label_smoothing < 1:
+        raise ValueError(f"hard_case_weight must be > 0 and label_smoothing in [0, 1); got {config.hard_case_weight}, {config.label_smoothing}")
     set_seed(config.seed)
     device = resolve_device(config.device)
     corpus = corpus or load_corpus(config.data, config.frozen_test, config.challenge, config.sources, config.relabels, config.eval_sets)
@@ -77,8 +79,6 @@ def train(config: TrainConfig, corpus=None) -> dict:
     if config.num_layers:
         keep_layers(model, config.num_layers)
     frozen = train_top_layers_only(model, config.trained_layers) if config.trained_layers else []
-    if config.hard_case_weight <= 0 or not 0 <= config.label_smoothing < 1:
-        raise ValueError(f"hard_case_weight must be > 0 and label_smoothing in [0, 1); got {config.hard_case_weight}, {config.label_smoothing}")
     train_set = to_dataset(
         train_messages + disguised, tokenizer, config.max_length, config.text_preparation, config.role_marker, config.hard_case_weight
     )
