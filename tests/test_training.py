@@ -196,6 +196,17 @@ def test_training_with_hard_case_weights_and_label_smoothing(tmp_path, tiny_mode
     config = TrainConfig(data=[str(data)], frozen_test=None, challenge=[], eval_sets=[], sources=None, base=str(tiny_model_dir),
                          out=str(tmp_path / "model"), epochs=1, batch_size=16, max_length=32, hard_case_weight=3.0, label_smoothing=0.1,
                          device="cpu", precision="fp32")
+    from transformers import AutoTokenizer
+
+    from model.data_format import read_messages
+    from training.data import to_dataset
+
+    messages = read_messages([str(data)])
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    weights = to_dataset(messages, tokenizer, 32, "evasion-v1", hard_case_weight=3.0)["weight"]
+    assert weights == [3.0 if i % 5 == 0 else 1.0 for i in range(len(messages))]
+    assert "weight" not in to_dataset(messages, tokenizer, 32, "evasion-v1").column_names  # weight 1: the plain loss
+
     summary = train(config)  # the Trainer passes the weight column to the loss, not to the model
     assert summary["dev"]["n"] > 0
     assert json.loads((tmp_path / "model" / "train_config.json").read_text())["hard_case_weight"] == 3.0
