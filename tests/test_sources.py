@@ -1,5 +1,6 @@
 import json
 
+from training.data import is_hard_case
 from training.sources import load_sources
 
 
@@ -14,7 +15,9 @@ def test_sources_are_filtered_relabelled_and_split(tmp_path):
         {"name": "capped", "path": "reviews.txt", "weak_label": "complaint", "min_chars": 3, "held_out_lines": 5},
     ]}
     (tmp_path / "sources.json").write_text(json.dumps(config), encoding="utf-8")
-    (tmp_path / "relabels.jsonl").write_text(json.dumps({"source": "reviews", "line": 3, "label": "normal", "note": "not a complaint"}) + "\n", encoding="utf-8")
+    relabels = [{"source": "reviews", "line": 3, "label": "normal", "note": "not a complaint"},
+                {"source": "reviews", "line": 5, "label": "complaint", "predicted": "extortion", "note": "read after a model flagged it"}]
+    (tmp_path / "relabels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in relabels), encoding="utf-8")
 
     loaded = load_sources(tmp_path / "sources.json", tmp_path / "relabels.jsonl")
     train, held_out = loaded["reviews"]
@@ -23,6 +26,8 @@ def test_sources_are_filtered_relabelled_and_split(tmp_path):
     assert 3 <= len(train) <= 20
     by_id = {m.id: m for m in everything}
     assert by_id["reviews:3"].label == "normal" and by_id["reviews:2"].label == "complaint"
+    assert not is_hard_case(by_id["reviews:3"]) and not is_hard_case(by_id["reviews:2"])
+    assert is_hard_case(by_id["reviews:5"])  # the model's wrong flag makes it weigh more in training
     assert all(m.source == "external:reviews" for m in everything)
     assert loaded["abuse"][0] == [] and [m.id for m in loaded["abuse"][1]] == ["abuse:2"]  # CSV line 2, below the header
     assert loaded["absent"] == ([], [])
@@ -54,3 +59,14 @@ def test_flag_real_lists_every_scored_line_by_source_and_line_never_its_text(tmp
     flagged = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["line"] for r in flagged] == [r["line"] for r in records if r["predicted"] in ("extortion", "coercion")]
     assert "东西还行" not in out.read_text(encoding="utf-8") + capsys.readouterr().err
+
+
+def test_a_relabel_with_an_unknown_predicted_label_names_the_file_and_line(tmp_path):
+    import pytest
+
+    from training.sources import read_relabels
+
+    path = tmp_path / "relabels.jsonl"
+    path.write_text(json.dumps({"source": "reviews", "line": 4, "label": "complaint", "predicted": "threat"}) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"relabels.jsonl:1: predicted 'threat'"):
+        read_relabels(path)

@@ -4,7 +4,8 @@
 an installed package, or a path), its format, the weak label its lines get, the
 filters, and how many lines feed training (chosen by a stable hash of the line
 number, so the rest stays unseen for estimating false positives).
-``data/annotations/relabels.jsonl`` holds manual relabels by source and line.
+``data/annotations/relabels.jsonl`` holds the lines a person read, by source and line: the label they gave and, where
+a model's flag sent them there, what the model predicted (a wrong prediction makes the line a hard case in training).
 A missing source is skipped with a warning: training works without them.
 """
 
@@ -66,8 +67,16 @@ def read_sources(config_path: str | Path) -> list[Source]:
     return sources
 
 
-def read_relabels(path: str | Path) -> dict[tuple[str, int], str]:
-    """``(source, line) -> label`` from the committed relabel list (empty when absent)."""
+@dataclass(frozen=True)
+class Relabel:
+    """A line a person read: its label, and what a model predicted when that model's flag sent the person to it."""
+
+    label: str
+    predicted: str | None = None
+
+
+def read_relabels(path: str | Path) -> dict[tuple[str, int], Relabel]:
+    """``(source, line) -> Relabel`` from the committed relabel list (empty when absent)."""
     path = Path(path)
     if not path.exists():
         return {}
@@ -75,9 +84,10 @@ def read_relabels(path: str | Path) -> dict[tuple[str, int], str]:
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if line.strip():
             entry = json.loads(line)
-            if entry["label"] not in LABELS:
-                raise ValueError(f"{path}:{number}: label {entry['label']!r} is not one of {list(LABELS)}")
-            relabels[(entry["source"], int(entry["line"]))] = entry["label"]
+            for field_name in ("label", "predicted"):
+                if entry.get(field_name, "extortion") not in LABELS:
+                    raise ValueError(f"{path}:{number}: {field_name} {entry[field_name]!r} is not one of {list(LABELS)}")
+            relabels[(entry["source"], int(entry["line"]))] = Relabel(entry["label"], entry.get("predicted"))
     return relabels
 
 
@@ -100,7 +110,7 @@ def in_training_sample(source: Source, line: int, total: int) -> bool:
     return bucket < 1_000_000 * source.train_lines / total
 
 
-def load_source(source: Source, relabels: dict[tuple[str, int], str]) -> tuple[list[Message], list[Message]]:
+def load_source(source: Source, relabels: dict[tuple[str, int], Relabel]) -> tuple[list[Message], list[Message]]:
     """``(training sample, held-out rest)`` of one source, filtered and relabelled; both empty when absent."""
     path = source.location()
     if path is None:
@@ -111,8 +121,12 @@ def load_source(source: Source, relabels: dict[tuple[str, int], str]) -> tuple[l
         if not (source.min_chars <= len(text) <= source.max_chars) or text in seen:
             continue
         seen.add(text)
-        label = relabels.get((source.name, number), source.weak_label)
-        kept.append(Message(text, id=f"{source.name}:{number}", label=label, source=f"external:{source.name}", tags=("weak-label",)))
+        relabel = relabels.get((source.name, number))
+        if relabel is None:
+            label, tags = source.weak_label, ("weak-label",)
+        else:  # a model's wrong flag makes the line a hard case (training.data.is_hard_case), as in the adversarial rounds
+            label, tags = relabel.label, ("read",) + ((f"model:{relabel.predicted}",) if relabel.predicted else ())
+        kept.append(Message(text, id=f"{source.name}:{number}", label=label, source=f"external:{source.name}", tags=tags))
     train, held_out = [], []
     for message in kept:
         line = int(message.id.rsplit(":", 1)[1])
