@@ -70,3 +70,15 @@ def test_a_relabel_with_an_unknown_predicted_label_names_the_file_and_line(tmp_p
     path.write_text(json.dumps({"source": "reviews", "line": 4, "label": "complaint", "predicted": "threat"}) + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"relabels.jsonl:1: predicted 'threat'"):
         read_relabels(path)
+
+
+def test_a_dialogue_file_gives_one_field_of_each_line_with_the_word_segmentation_spaces_removed(tmp_path):
+    (tmp_path / "qa.txt").write_text("什么 时候 发货 啊\t在 的 客官\n这个 iphone x 质量 怎么样\t不错 的\nno tab here\n", encoding="utf-8")
+    config = {"sources": [
+        {"name": "questions", "path": "qa.txt", "field": 0, "segmented": True, "weak_label": "normal"},
+        {"name": "answers", "path": "qa.txt", "field": -1, "weak_label": "normal", "min_chars": 3},
+    ]}
+    (tmp_path / "sources.json").write_text(json.dumps(config), encoding="utf-8")
+    loaded = load_sources(tmp_path / "sources.json")
+    assert [m.text for m in loaded["questions"][1]] == ["什么时候发货啊", "这个iphone x质量怎么样", "no tab here"]
+    assert [m.text for m in loaded["answers"][1]] == ["在 的 客官", "不错 的", "no tab here"]

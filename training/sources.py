@@ -16,6 +16,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,10 @@ class Source:
     train_lines: int = 0
     held_out_lines: int | None = None
     """At most this many of the remaining lines are kept for false-positive estimates (None: all)."""
+    field: int | None = None
+    """In a tab-separated text file, the field that holds the message (a dialogue file's question or answer column)."""
+    segmented: bool = False
+    """The text was word-segmented with spaces (as dialogue corpora often are); the spaces around Chinese characters are removed."""
     license: str = ""
 
     def location(self) -> Path | None:
@@ -91,11 +96,20 @@ def read_relabels(path: str | Path) -> dict[tuple[str, int], Relabel]:
     return relabels
 
 
+_SPACE_BESIDE_CHINESE = re.compile(r"(?<=[\u3000-\u9fff\uff00-\uffef]) +| +(?=[\u3000-\u9fff\uff00-\uffef])")
+
+
 def _raw_lines(source: Source, path: Path):
     if source.column is None:
         with open(path, encoding="utf-8", errors="replace") as handle:
             for number, line in enumerate(handle, start=1):
-                yield number, line.strip()
+                text = line.rstrip("\r\n")
+                if source.field is not None:
+                    fields = text.split("\t")
+                    text = fields[source.field] if -len(fields) <= source.field < len(fields) else ""
+                if source.segmented:
+                    text = _SPACE_BESIDE_CHINESE.sub("", text)
+                yield number, text.strip()
     else:
         with open(path, encoding="utf-8-sig", newline="") as handle:
             for number, row in enumerate(csv.DictReader(handle), start=2):  # line 1 is the header
