@@ -75,9 +75,13 @@ def test_moderator_logs_in_classifies_a_sellers_message_with_context_and_correct
         page.locator("#message textarea").fill("钱已经转了，别再说不给就差评了")
         page.locator("#sender").get_by_text("seller").click()
         for column, value in enumerate(("buyer", "给我800我就把差评删了")):
-            page.locator(f'#context [data-testid="cell-0-{column}"]').dblclick()
-            page.keyboard.type(value)
-            page.keyboard.press("Enter")
+            cell = page.locator(f'#context [data-testid="cell-0-{column}"]')
+            cell.dblclick()
+            # Typing before the cell's editor has focus loses the first keys (seen in CI), so fill the editor itself.
+            editor = cell.locator("textarea, input").first
+            expect(editor).to_be_focused(timeout=10_000)
+            editor.fill(value)
+            editor.press("Enter")
         page.locator("#classify").click()
 
         expect(page.locator("#verdict")).to_contain_text("extortion", timeout=30_000)  # every label is listed with its probability
