@@ -155,7 +155,6 @@ def cmd_base_build(args) -> int:
 
 def cmd_train(args) -> int:
     from training.data import load_corpus
-    from training.retrain import compare
     from training.trainer import train
     from training.training_args import TrainConfig
 
@@ -165,11 +164,18 @@ def cmd_train(args) -> int:
     test = summary.get("test") or summary["dev"]
     print(f"model written to {config.out}; macro-F1 {test['macro_f1']:.3f} on {'test' if 'test' in summary else 'dev'}")
     if args.compare_with:
-        comparison = compare(summary, Path(args.compare_with), corpus, config, _tolerances(args))
-        failed = [c["name"] for c in comparison["checks"] if not c["passed"]]
-        print(f"against {comparison['parent_version']}: " + (f"regresses on {', '.join(failed)}" if failed else "passes every check")
-              + f"; see {config.out}/comparison.md")
+        _compare_and_report(summary, corpus, config, args)
     return 0
+
+
+def _compare_and_report(summary: dict, corpus, config, args) -> None:
+    """Evaluate ``--compare-with`` on the candidate's sets (comparison.json for ``models promote``) and say which checks fail."""
+    from training.retrain import compare
+
+    comparison = compare(summary, Path(args.compare_with), corpus, config, _tolerances(args))
+    failed = [c["name"] for c in comparison["checks"] if not c["passed"]]
+    print(f"against {comparison['parent_version']}: " + (f"regresses on {', '.join(failed)}" if failed else "passes every check")
+          + f"; see {config.out}/comparison.md")
 
 
 def cmd_eval(args) -> int:
@@ -270,6 +276,8 @@ def cmd_models(args) -> int:
             for row in registry.list_models():
                 f1 = "–" if row["test_macro_f1"] is None else f"{row['test_macro_f1']:.4f}"
                 print(f"{'*' if row['current'] else ' '} {row['version']:<28} test macro-F1 {f1}  parent {row['parent'] or '–'}  {row['path']}")
+        elif args.models_command == "average":
+            return _average_models(args)
         elif args.models_command == "promote":
             entry = registry.promote(Path(args.run), _tolerances(args), args.reason if args.force else None)
             print(f"{entry['version']} is now current (was {entry['previous']}){'; forced: ' + entry['reason'] if entry['forced'] else ''}")
@@ -278,6 +286,22 @@ def cmd_models(args) -> int:
             print(f"rolled back: {entry['version']} is current again (was {entry['previous']})")
     except ValueError as error:  # includes a refused promotion
         raise UsageError(str(error)) from error
+    return 0
+
+
+def _average_models(args) -> int:
+    from training.data import load_corpus
+    from training.soup import config_of, soup
+
+    try:
+        config = config_of(args.second, out=args.out, base=f"{args.first} + {args.second}", device=args.device, card_notes=args.card_notes)
+        corpus = load_corpus(config.data, config.frozen_test, config.challenge, config.sources, config.relabels, config.eval_sets)
+        summary = soup(args.first, args.second, config, args.weight, corpus)
+    except (OSError, ValueError) as error:  # a folder that is not a model, models of different shapes, a bad weight
+        raise UsageError(str(error)) from error
+    print(f"model written to {config.out}; dev macro-F1 {summary['dev']['macro_f1']:.3f}")
+    if args.compare_with:
+        _compare_and_report(summary, corpus, config, args)
     return 0
 
 
@@ -484,6 +508,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="versions of the model: list, promote, roll back").add_subparsers(dest="models_command", required=True)
     models.add_parser("list", help="versions, the current one starred").set_defaults(func=cmd_models)
+    average = models.add_parser("average", help="average two models fine-tuned from the same base (a model soup), tune its shift on dev, evaluate it")
+    average.add_argument("first", help="a trained model folder")
+    average.add_argument("second", help="another, fine-tuned from the same base; its train_config.json gives the data and settings")
+    average.add_argument("--out", required=True, help="output folder")
+    average.add_argument("--weight", type=float, default=0.5, help="share of the first model in the average (default 0.5)")
+    average.add_argument("--card-notes", default=None, help="a Markdown file added to the model card")
+    average.add_argument("--compare-with", default=None, help="a model to evaluate on the same sets afterwards (writes comparison.json for `models promote`)")
+    average.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_tolerance_options(average)
+    average.set_defaults(func=cmd_models)
     promote = models.add_parser("promote", help="make a retrained run current if it does not regress (see the tolerances)")
     promote.add_argument("run", help="a folder written by `extortion-guard retrain`")
     promote.add_argument("--force", action="store_true", help="promote despite a regression (needs --reason)")

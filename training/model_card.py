@@ -62,7 +62,8 @@ def write_model_card(out: Path, config: TrainConfig, summary: dict) -> None:
         "",
         "## Training",
         "",
-        f"- Fine-tuned further from our classifier `{summary['parent_version']}` (then at `{config.base}`)"
+        f"- Not trained further: the weights of {summary['averaged_from']}, averaged tensor by tensor (`extortion-guard models average`)"
+        if summary.get("averaged_from") else f"- Fine-tuned further from our classifier `{summary['parent_version']}` (then at `{config.base}`)"
         if summary.get("parent_version") else f"- Base encoder: `{config.base}`",
         *([f"- A smaller student: {config.num_layers} of the base's encoder layers, evenly spaced"] if config.num_layers else []),
         *([f"- Only the top {config.trained_layers} encoder layers and the head trained; the embeddings and the layers below kept their weights"]

@@ -1,0 +1,71 @@
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from model.classifier import ExtortionClassifier
+from model.labels import LABEL2ID
+from serve.cli import main
+from tests.conftest import save_tiny_model, write_jsonl
+from tests.test_training import synthetic_records
+from training.soup import average_weights
+from training.trainer import classification_head
+from training.training_args import TrainConfig
+
+EXTORTION = LABEL2ID["extortion"]
+
+
+def shifted_copy(source, target, shift):
+    """``source``'s model saved to ``target`` as training saves one with an operating point: the extortion bias lowered by ``shift``."""
+    model = AutoModelForSequenceClassification.from_pretrained(str(source))
+    with torch.no_grad():
+        classification_head(model).bias[EXTORTION] -= shift
+    model.config.extortion_guard_extortion_logit_shift = shift
+    model.save_pretrained(target)
+    return target
+
+
+def test_average_is_the_weighted_mean_of_the_weights_as_trained(tmp_path):
+    first_raw, second = save_tiny_model(tmp_path / "first-raw", seed=0), save_tiny_model(tmp_path / "second", seed=1)
+    first = shifted_copy(first_raw, tmp_path / "first", shift=0.7)
+    as_trained = [AutoModelForSequenceClassification.from_pretrained(str(p)) for p in (first_raw, second)]
+
+    averaged = average_weights(first, second, weight=0.25)
+
+    for name, tensor in averaged.state_dict().items():
+        if tensor.is_floating_point():  # the head's bias included: first's shift is undone before averaging
+            expected = 0.25 * as_trained[0].state_dict()[name] + 0.75 * as_trained[1].state_dict()[name]
+            torch.testing.assert_close(tensor, expected)
+    assert getattr(averaged.config, "extortion_guard_extortion_logit_shift", None) is None
+
+
+def test_models_of_different_shapes_are_refused_by_name(tmp_path, capsys):
+    small = save_tiny_model(tmp_path / "small", max_length=64)
+    longer = save_tiny_model(tmp_path / "longer", max_length=128)  # more position embeddings
+    with pytest.raises(ValueError, match="position_embeddings.*same base"):
+        average_weights(small, longer)
+    with pytest.raises(ValueError, match="weight must be between 0 and 1"):
+        average_weights(small, small, weight=1.5)
+    assert main(["models", "average", str(small), str(tmp_path / "missing"), "--out", str(tmp_path / "soup")]) == 2
+    assert "missing" in capsys.readouterr().err
+
+
+def test_a_soup_gets_its_own_operating_point_evaluation_card_and_comparison(tmp_path, capsys):
+    first, second = save_tiny_model(tmp_path / "first", seed=0), save_tiny_model(tmp_path / "second", seed=1)
+    data = write_jsonl(tmp_path / "data.jsonl", synthetic_records(80))
+    trained_with = TrainConfig(data=[str(data)], frozen_test=None, challenge=[], eval_sets=[], sources=None, base="tiny",
+                               out=str(second), max_length=32, device="cpu", precision="fp32", tune_extortion_shift="dev-macro-f1")
+    (second / "train_config.json").write_text(json.dumps(trained_with.to_dict()))  # the data and settings the soup is judged on
+    out = tmp_path / "soup"
+
+    assert main(["models", "average", str(first), str(second), "--out", str(out), "--compare-with", str(first), "--device", "cpu"]) == 0
+
+    summary = json.loads((out / "train_metrics.json").read_text())
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["extortion_guard_extortion_logit_shift"] == summary["extortion_logit_shift"] >= 0.0
+    assert saved["extortion_guard_version"] == "soup" and summary["dev"]["n"] > 0
+    assert "0.5 × `first` + 0.5 × `second`" in (out / "README.md").read_text()
+    assert json.loads((out / "comparison.json").read_text())["parent_path"] == str(first)  # what `models promote` judges
+    assert "against first:" in capsys.readouterr().out
+    ExtortionClassifier.from_pretrained(out, device="cpu").predict("不给钱就差评")

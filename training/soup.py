@@ -1,0 +1,117 @@
+"""Average two fine-tuned classifiers weight by weight (a "model soup", Wortsman et al., 2022).
+
+Two models fine-tuned from the same start often average into one that keeps much of what each learnt: here, the
+shipped model's hold on the older challenge sets and a newer model's gains on independent text. Each model's
+extortion shift (the constant training lowers the extortion logit by, see ``TrainConfig.tune_extortion_shift``) is
+undone before averaging, and the average gets its own, tuned on dev as training tunes one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.classifier import ExtortionClassifier
+from model.labels import LABEL2ID
+
+from .data import label_counts, load_corpus
+from .model_card import write_model_card
+from .score_cache import CachedScores
+from .trainer import classification_head, evaluate_run, extortion_logit_shift, save_model
+from .training_args import TrainConfig
+
+SHIFT_KEY = "extortion_guard_extortion_logit_shift"
+
+
+def load_unshifted(path: str | Path):
+    """A trained classifier's model with its extortion shift added back to the head's bias (the weights as trained)."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(path), use_safetensors=True, dtype=torch.float32)
+    shift = getattr(model.config, SHIFT_KEY, None) or 0.0
+    with torch.no_grad():
+        classification_head(model).bias[LABEL2ID["extortion"]] += shift
+    setattr(model.config, SHIFT_KEY, None)
+    return model
+
+
+def average_weights(first: str | Path, second: str | Path, weight: float = 0.5):
+    """``second``'s model (its config, architecture and settings) with every tensor ``weight`` × first's + (1 − weight) × second's, shifts undone."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight must be between 0 and 1, got {weight}")
+    one, two = load_unshifted(first), load_unshifted(second)
+    one_state = one.state_dict()
+    with torch.no_grad():
+        for name, tensor in two.state_dict().items():
+            if name not in one_state or one_state[name].shape != tensor.shape:
+                raise ValueError(f"{first} and {second} differ in {name}: average only models fine-tuned from the same base")
+            if tensor.is_floating_point():
+                tensor.copy_(weight * one_state[name] + (1.0 - weight) * tensor)
+    return two
+
+
+def tune_shift(model, tokenizer, config: TrainConfig, dev) -> float:
+    """Lower the extortion logit by the shift that maximises dev macro-F1 (as training does); returns the shift."""
+    classifier = ExtortionClassifier(model, tokenizer, max_length=config.max_length, device=config.device)
+    # Log-probabilities differ from logits by a constant per row, so the arg-max under any shift is the same.
+    log_probs = np.log(np.clip(classifier.predict_proba(dev, batch_size=config.eval_batch_size), 1e-12, 1.0)).astype(np.float32)
+    shift = extortion_logit_shift(log_probs, np.array([LABEL2ID[m.label] for m in dev]))
+    with torch.no_grad():
+        classification_head(model).bias[LABEL2ID["extortion"]] -= shift
+    setattr(model.config, SHIFT_KEY, shift)
+    return shift
+
+
+def soup(first: str | Path, second: str | Path, config: TrainConfig, weight: float = 0.5, corpus=None) -> dict:
+    """Average ``first`` and ``second`` into ``config.out``, tune its shift on dev, evaluate it as training does, and
+    write the model folder with ``train_metrics.json`` and the model card. ``config``: the data and evaluation
+    settings (``second``'s ``train_config.json`` is the usual choice)."""
+    from transformers import AutoTokenizer
+
+    out = Path(config.out)
+    corpus = corpus or load_corpus(config.data, config.frozen_test, config.challenge, config.sources, config.relabels, config.eval_sets)
+    model, tokenizer = average_weights(first, second, weight), AutoTokenizer.from_pretrained(str(second))
+    shift = tune_shift(model, tokenizer, config, corpus.dev) if config.tune_extortion_shift == "dev-macro-f1" else None
+    model.config.extortion_guard_version = out.name
+    save_model(model, tokenizer, out, config.save_dtype)
+
+    classifier = CachedScores(ExtortionClassifier.from_pretrained(out, device=config.device), out)
+    results = evaluate_run(classifier, corpus, config, out / "eval")
+    classifier.save()
+    parents = [getattr(load_config(p), "extortion_guard_version", None) or Path(p).name for p in (first, second)]
+    summary = {
+        "base": config.base,
+        "averaged_from": f"{weight:g} × `{parents[0]}` + {1 - weight:g} × `{parents[1]}`",
+        "parent_version": parents[0],
+        "device": "cpu" if str(config.device) in ("auto", "cpu") else str(config.device),
+        "precision": "fp32",
+        "train_seconds": 0.0,
+        "epochs_run": 0.0,
+        "best_dev_macro_f1": results["dev"]["macro_f1"],
+        "counts": {name: label_counts(msgs) for name, msgs in (("train", corpus.train), ("dev", corpus.dev), ("test", corpus.test))},
+        "external_train": {name: label_counts(sample) for name, sample in corpus.external_train.items()},
+        "excluded_near_challenge": len(corpus.excluded),
+        "augmented": 0,
+        "extortion_logit_shift": shift,
+        **results,
+    }
+    (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "train_metrics.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_model_card(out, config, summary)
+    return summary
+
+
+def load_config(path: str | Path):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(str(path))
+
+
+def config_of(run: str | Path, **changes) -> TrainConfig:
+    """The training settings a run was trained with (``train_config.json``; defaults where it has none), with ``changes``."""
+    saved = Path(run) / "train_config.json"
+    fields = json.loads(saved.read_text(encoding="utf-8")) if saved.exists() else {}
+    return TrainConfig(**{**fields, **changes})
