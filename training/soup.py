@@ -14,13 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.classifier import ExtortionClassifier
+from model.classifier import ExtortionClassifier, model_version, resolve_device
 from model.labels import LABEL2ID
 
-from .data import label_counts, load_corpus
-from .model_card import write_model_card
+from .data import load_corpus
 from .score_cache import CachedScores
-from .trainer import classification_head, evaluate_run, extortion_logit_shift, save_model
+from .trainer import classification_head, corpus_counts, evaluate_run, extortion_logit_shift, save_model, write_run_files
 from .training_args import TrainConfig
 
 SHIFT_KEY = "extortion_guard_extortion_logit_shift"
@@ -81,33 +80,23 @@ def soup(first: str | Path, second: str | Path, config: TrainConfig, weight: flo
     classifier = CachedScores(ExtortionClassifier.from_pretrained(out, device=config.device), out)
     results = evaluate_run(classifier, corpus, config, out / "eval")
     classifier.save()
-    parents = [getattr(load_config(p), "extortion_guard_version", None) or Path(p).name for p in (first, second)]
+    parents = [model_version(p) for p in (first, second)]
     summary = {
         "base": config.base,
         "averaged_from": f"{weight:g} × `{parents[0]}` + {1 - weight:g} × `{parents[1]}`",
         "parent_version": parents[0],
-        "device": "cpu" if str(config.device) in ("auto", "cpu") else str(config.device),
+        "device": str(resolve_device(config.device)),
         "precision": "fp32",
         "train_seconds": 0.0,
         "epochs_run": 0.0,
         "best_dev_macro_f1": results["dev"]["macro_f1"],
-        "counts": {name: label_counts(msgs) for name, msgs in (("train", corpus.train), ("dev", corpus.dev), ("test", corpus.test))},
-        "external_train": {name: label_counts(sample) for name, sample in corpus.external_train.items()},
-        "excluded_near_challenge": len(corpus.excluded),
+        **corpus_counts(corpus),
         "augmented": 0,
         "extortion_logit_shift": shift,
         **results,
     }
-    (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (out / "train_metrics.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    write_model_card(out, config, summary)
+    write_run_files(out, config, summary)
     return summary
-
-
-def load_config(path: str | Path):
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(str(path))
 
 
 def config_of(run: str | Path, **changes) -> TrainConfig:

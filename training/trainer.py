@@ -170,17 +170,29 @@ def train(config: TrainConfig, corpus=None) -> dict:
         "train_seconds": round(train_seconds, 1),
         "epochs_run": round(float(result.metrics.get("epoch", 0.0)), 2),
         "best_dev_macro_f1": trainer.state.best_metric if choose_best else results["dev"]["macro_f1"],
-        "counts": {name: label_counts(msgs) for name, msgs in (("train", corpus.train), ("dev", corpus.dev), ("test", corpus.test))},
-        "external_train": {name: label_counts(sample) for name, sample in corpus.external_train.items()},
-        "excluded_near_challenge": len(corpus.excluded),
+        **corpus_counts(corpus),
         "augmented": len(disguised),
         "extortion_logit_shift": getattr(trained.config, "extortion_guard_extortion_logit_shift", None),
         **results,
     }
+    write_run_files(out, config, summary)
+    return summary
+
+
+def corpus_counts(corpus) -> dict:
+    """Label counts of each split and of each real-text training sample, and how many messages were kept out as near challenge items."""
+    return {
+        "counts": {name: label_counts(msgs) for name, msgs in (("train", corpus.train), ("dev", corpus.dev), ("test", corpus.test))},
+        "external_train": {name: label_counts(sample) for name, sample in corpus.external_train.items()},
+        "excluded_near_challenge": len(corpus.excluded),
+    }
+
+
+def write_run_files(out: Path, config: TrainConfig, summary: dict) -> None:
+    """``train_config.json``, ``train_metrics.json`` and the model card, beside the weights."""
     (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / "train_metrics.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     write_model_card(out, config, summary)
-    return summary
 
 
 def extortion_logit_shift(logits: np.ndarray, labels: np.ndarray, largest: float = 3.0, step: float = 0.05) -> float:
