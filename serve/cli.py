@@ -293,6 +293,9 @@ def _average_models(args) -> int:
     from training.data import load_corpus
     from training.soup import config_of, soup
 
+    for folder in (args.first, args.second):  # before the corpus is loaded, which takes a while
+        if not (Path(folder) / "config.json").is_file():
+            raise UsageError(f"{folder}: not a model folder (no config.json)")
     try:
         config = config_of(args.second, out=args.out, base=f"{args.first} + {args.second}", device=args.device, card_notes=args.card_notes)
         corpus = load_corpus(config.data, config.frozen_test, config.challenge, config.sources, config.relabels, config.eval_sets)

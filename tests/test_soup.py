@@ -48,7 +48,7 @@ def test_models_of_different_shapes_are_refused_by_name(tmp_path, capsys):
     with pytest.raises(ValueError, match="weight must be between 0 and 1"):
         average_weights(small, small, weight=1.5)
     assert main(["models", "average", str(small), str(tmp_path / "missing"), "--out", str(tmp_path / "soup")]) == 2
-    assert "missing" in capsys.readouterr().err
+    assert "missing: not a model folder" in capsys.readouterr().err
 
 
 def test_a_soup_gets_its_own_operating_point_evaluation_card_and_comparison(tmp_path, capsys):
