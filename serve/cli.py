@@ -293,13 +293,15 @@ def _average_models(args) -> int:
     from training.data import load_corpus
     from training.soup import config_of, soup
 
-    for folder in (args.first, args.second):  # before the corpus is loaded, which takes a while
+    if len(args.models) < 2:
+        raise UsageError(f"average at least two models, got {len(args.models)}")
+    for folder in args.models:  # before the corpus is loaded, which takes a while
         if not (Path(folder) / "config.json").is_file():
             raise UsageError(f"{folder}: not a model folder (no config.json)")
     try:
-        config = config_of(args.second, out=args.out, base=f"{args.first} + {args.second}", device=args.device, card_notes=args.card_notes)
+        config = config_of(args.models[-1], out=args.out, base=" + ".join(args.models), device=args.device, card_notes=args.card_notes)
         corpus = load_corpus(config.data, config.frozen_test, config.challenge, config.sources, config.relabels, config.eval_sets)
-        summary = soup(args.first, args.second, config, args.weight, corpus)
+        summary = soup(args.models, config, args.weights, corpus)
     except (OSError, ValueError) as error:  # a folder that is not a model, models of different shapes, a bad weight
         raise UsageError(str(error)) from error
     print(f"model written to {config.out}; dev macro-F1 {summary['dev']['macro_f1']:.3f}")
@@ -511,11 +513,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="versions of the model: list, promote, roll back").add_subparsers(dest="models_command", required=True)
     models.add_parser("list", help="versions, the current one starred").set_defaults(func=cmd_models)
-    average = models.add_parser("average", help="average two models fine-tuned from the same base (a model soup), tune its shift on dev, evaluate it")
-    average.add_argument("first", help="a trained model folder")
-    average.add_argument("second", help="another, fine-tuned from the same base; its train_config.json gives the data and settings")
+    average = models.add_parser("average", help="average models fine-tuned from the same base (a model soup), tune its shift on dev, evaluate it")
+    average.add_argument("models", nargs="+", help="two or more trained model folders, fine-tuned from the same base; the last one's train_config.json gives the data and settings")
     average.add_argument("--out", required=True, help="output folder")
-    average.add_argument("--weight", type=float, default=0.5, help="share of the first model in the average (default 0.5)")
+    average.add_argument("--weights", type=float, nargs="+", default=None, help="each model's share of the average, in order, summing to 1 (default: equal shares)")
     average.add_argument("--card-notes", default=None, help="a Markdown file added to the model card")
     average.add_argument("--compare-with", default=None, help="a model to evaluate on the same sets afterwards (writes comparison.json for `models promote`)")
     average.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

@@ -31,7 +31,7 @@ def test_average_is_the_weighted_mean_of_the_weights_as_trained(tmp_path):
     first = shifted_copy(first_raw, tmp_path / "first", shift=0.7)
     as_trained = [AutoModelForSequenceClassification.from_pretrained(str(p)) for p in (first_raw, second)]
 
-    averaged = average_weights(first, second, weight=0.25)
+    averaged = average_weights([first, second], [0.25, 0.75])
 
     for name, tensor in averaged.state_dict().items():
         if tensor.is_floating_point():  # the head's bias included: first's shift is undone before averaging
@@ -40,13 +40,26 @@ def test_average_is_the_weighted_mean_of_the_weights_as_trained(tmp_path):
     assert getattr(averaged.config, "extortion_guard_extortion_logit_shift", None) is None
 
 
+def test_several_models_average_in_equal_shares_by_default(tmp_path):
+    paths = [save_tiny_model(tmp_path / f"m{seed}", seed=seed) for seed in range(3)]
+    states = [AutoModelForSequenceClassification.from_pretrained(str(p)).state_dict() for p in paths]
+
+    averaged = average_weights(paths).state_dict()
+
+    name = next(n for n, t in averaged.items() if t.is_floating_point() and t.dim() == 2)
+    torch.testing.assert_close(averaged[name], sum(s[name] for s in states) / 3)
+    assert not torch.allclose(averaged[name], states[2][name])
+
+
 def test_models_of_different_shapes_are_refused_by_name(tmp_path, capsys):
     small = save_tiny_model(tmp_path / "small", max_length=64)
     longer = save_tiny_model(tmp_path / "longer", max_length=128)  # more position embeddings
     with pytest.raises(ValueError, match="position_embeddings.*same base"):
-        average_weights(small, longer)
-    with pytest.raises(ValueError, match="weight must be between 0 and 1"):
-        average_weights(small, small, weight=1.5)
+        average_weights([small, longer])
+    with pytest.raises(ValueError, match="weights must be one non-negative number per model summing to 1"):
+        average_weights([small, small], [1.5, -0.5])
+    with pytest.raises(ValueError, match="at least two models"):
+        average_weights([small])
     assert main(["models", "average", str(small), str(tmp_path / "missing"), "--out", str(tmp_path / "soup")]) == 2
     assert "missing: not a model folder" in capsys.readouterr().err
 

@@ -1,6 +1,6 @@
-"""Average two fine-tuned classifiers weight by weight (a "model soup", Wortsman et al., 2022).
+"""Average fine-tuned classifiers weight by weight (a "model soup", Wortsman et al., 2022).
 
-Two models fine-tuned from the same start often average into one that keeps much of what each learnt: here, the
+Models fine-tuned from the same start often average into one that keeps much of what each learnt: here, the
 shipped model's hold on the older challenge sets and a newer model's gains on independent text. Each model's
 extortion shift (the constant training lowers the extortion logit by, see ``TrainConfig.tune_extortion_shift``) is
 undone before averaging, and the average gets its own, tuned on dev as training tunes one.
@@ -9,6 +9,7 @@ undone before averaging, and the average gets its own, tuned on dev as training 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,19 +38,24 @@ def load_unshifted(path: str | Path):
     return model
 
 
-def average_weights(first: str | Path, second: str | Path, weight: float = 0.5):
-    """``second``'s model (its config, architecture and settings) with every tensor ``weight`` × first's + (1 − weight) × second's, shifts undone."""
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"weight must be between 0 and 1, got {weight}")
-    one, two = load_unshifted(first), load_unshifted(second)
-    one_state = one.state_dict()
+def average_weights(models: Sequence[str | Path], weights: Sequence[float] | None = None):
+    """The last model (its config, architecture and settings) with every tensor the weighted mean over ``models``, shifts
+    undone; ``weights`` (default equal) must be non-negative and sum to 1."""
+    if len(models) < 2:
+        raise ValueError(f"average at least two models, got {len(models)}")
+    weights = [1.0 / len(models)] * len(models) if weights is None else list(weights)
+    if len(weights) != len(models) or min(weights) < 0.0 or abs(sum(weights) - 1.0) > 1e-6:
+        raise ValueError(f"weights must be one non-negative number per model summing to 1, got {weights} for {len(models)} models")
+    loaded = [load_unshifted(path) for path in models]
+    states, target = [m.state_dict() for m in loaded[:-1]], loaded[-1]
     with torch.no_grad():
-        for name, tensor in two.state_dict().items():
-            if name not in one_state or one_state[name].shape != tensor.shape:
-                raise ValueError(f"{first} and {second} differ in {name}: average only models fine-tuned from the same base")
+        for name, tensor in target.state_dict().items():
+            for path, state in zip(models, states):
+                if name not in state or state[name].shape != tensor.shape:
+                    raise ValueError(f"{path} and {models[-1]} differ in {name}: average only models fine-tuned from the same base")
             if tensor.is_floating_point():
-                tensor.copy_(weight * one_state[name] + (1.0 - weight) * tensor)
-    return two
+                tensor.copy_(sum(w * s[name] for w, s in zip(weights, states)) + weights[-1] * tensor)
+    return target
 
 
 def tune_shift(model, tokenizer, config: TrainConfig, dev) -> float:
@@ -64,15 +70,16 @@ def tune_shift(model, tokenizer, config: TrainConfig, dev) -> float:
     return shift
 
 
-def soup(first: str | Path, second: str | Path, config: TrainConfig, weight: float = 0.5, corpus=None) -> dict:
-    """Average ``first`` and ``second`` into ``config.out``, tune its shift on dev, evaluate it as training does, and
-    write the model folder with ``train_metrics.json`` and the model card. ``config``: the data and evaluation
-    settings (``second``'s ``train_config.json`` is the usual choice)."""
+def soup(models: Sequence[str | Path], config: TrainConfig, weights: Sequence[float] | None = None, corpus=None) -> dict:
+    """Average ``models`` into ``config.out``, tune its shift on dev, evaluate it as training does, and write the model
+    folder with ``train_metrics.json`` and the model card. ``config``: the data and evaluation settings (the last
+    model's ``train_config.json`` is the usual choice)."""
     from transformers import AutoTokenizer
 
     out = Path(config.out)
     corpus = corpus or load_corpus(config.data, config.frozen_test, config.challenge, config.sources, config.relabels, config.eval_sets)
-    model, tokenizer = average_weights(first, second, weight), AutoTokenizer.from_pretrained(str(second))
+    weights = [1.0 / len(models)] * len(models) if weights is None else list(weights)
+    model, tokenizer = average_weights(models, weights), AutoTokenizer.from_pretrained(str(models[-1]))
     shift = tune_shift(model, tokenizer, config, corpus.dev) if config.tune_extortion_shift == "dev-macro-f1" else None
     model.config.extortion_guard_version = out.name
     save_model(model, tokenizer, out, config.save_dtype)
@@ -80,10 +87,10 @@ def soup(first: str | Path, second: str | Path, config: TrainConfig, weight: flo
     classifier = CachedScores(ExtortionClassifier.from_pretrained(out, device=config.device), out)
     results = evaluate_run(classifier, corpus, config, out / "eval")
     classifier.save()
-    parents = [model_version(p) for p in (first, second)]
+    parents = [model_version(p) for p in models]
     summary = {
         "base": config.base,
-        "averaged_from": f"{weight:g} × `{parents[0]}` + {1 - weight:g} × `{parents[1]}`",
+        "averaged_from": " + ".join(f"{w:.3g} × `{p}`" for w, p in zip(weights, parents)),
         "parent_version": parents[0],
         "device": str(resolve_device(config.device)),
         "precision": "fp32",
