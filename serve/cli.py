@@ -291,14 +291,13 @@ def cmd_models(args) -> int:
 
 def _average_models(args) -> int:
     from training.data import load_corpus
-    from training.soup import config_of, soup
+    from training.soup import config_of, soup, soup_weights
 
-    if len(args.models) < 2:
-        raise UsageError(f"average at least two models, got {len(args.models)}")
-    for folder in args.models:  # before the corpus is loaded, which takes a while
-        if not (Path(folder) / "config.json").is_file():
-            raise UsageError(f"{folder}: not a model folder (no config.json)")
-    try:
+    try:  # the models and weights are checked before the corpus is loaded, which takes a while
+        soup_weights(args.models, args.weights)
+        for folder in args.models:
+            if not (Path(folder) / "config.json").is_file():
+                raise UsageError(f"{folder}: not a model folder (no config.json)")
         config = config_of(args.models[-1], out=args.out, base=" + ".join(args.models), device=args.device, card_notes=args.card_notes)
         corpus = load_corpus(config.data, config.frozen_test, config.challenge, config.sources, config.relabels, config.eval_sets)
         summary = soup(args.models, config, args.weights, corpus)

@@ -62,6 +62,8 @@ def test_models_of_different_shapes_are_refused_by_name(tmp_path, capsys):
         average_weights([small])
     assert main(["models", "average", str(small), str(tmp_path / "missing"), "--out", str(tmp_path / "soup")]) == 2
     assert "missing: not a model folder" in capsys.readouterr().err
+    assert main(["models", "average", str(small), str(small), "--weights", "0.5", "--out", str(tmp_path / "soup")]) == 2
+    assert "weights must be one non-negative number per model" in capsys.readouterr().err
 
 
 def test_a_soup_gets_its_own_operating_point_evaluation_card_and_comparison(tmp_path, capsys):

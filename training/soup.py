@@ -38,14 +38,20 @@ def load_unshifted(path: str | Path):
     return model
 
 
-def average_weights(models: Sequence[str | Path], weights: Sequence[float] | None = None):
-    """The last model (its config, architecture and settings) with every tensor the weighted mean over ``models``, shifts
-    undone; ``weights`` (default equal) must be non-negative and sum to 1."""
+def soup_weights(models: Sequence[str | Path], weights: Sequence[float] | None = None) -> list[float]:
+    """Each model's share of the average: ``weights`` checked (non-negative, one per model, summing to 1), or equal shares."""
     if len(models) < 2:
         raise ValueError(f"average at least two models, got {len(models)}")
     weights = [1.0 / len(models)] * len(models) if weights is None else list(weights)
     if len(weights) != len(models) or min(weights) < 0.0 or abs(sum(weights) - 1.0) > 1e-6:
         raise ValueError(f"weights must be one non-negative number per model summing to 1, got {weights} for {len(models)} models")
+    return weights
+
+
+def average_weights(models: Sequence[str | Path], weights: Sequence[float] | None = None):
+    """The last model (its config, architecture and settings) with every tensor the weighted mean over ``models``, shifts
+    undone (``weights``: see :func:`soup_weights`)."""
+    weights = soup_weights(models, weights)
     loaded = [load_unshifted(path) for path in models]
     states, target = [m.state_dict() for m in loaded[:-1]], loaded[-1]
     with torch.no_grad():
@@ -78,7 +84,7 @@ def soup(models: Sequence[str | Path], config: TrainConfig, weights: Sequence[fl
 
     out = Path(config.out)
     corpus = corpus or load_corpus(config.data, config.frozen_test, config.challenge, config.sources, config.relabels, config.eval_sets)
-    weights = [1.0 / len(models)] * len(models) if weights is None else list(weights)
+    weights = soup_weights(models, weights)
     model, tokenizer = average_weights(models, weights), AutoTokenizer.from_pretrained(str(models[-1]))
     shift = tune_shift(model, tokenizer, config, corpus.dev) if config.tune_extortion_shift == "dev-macro-f1" else None
     model.config.extortion_guard_version = out.name
