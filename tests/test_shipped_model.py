@@ -2,7 +2,7 @@
 
 import pytest
 
-from model.classifier import DEFAULT_MODEL_DIR, ExtortionClassifier
+from model.classifier import DEFAULT_MODEL_DIR, ExtortionClassifier, model_version
 
 BUYER_DEMAND = [{"role": "buyer", "text": "杯子有划痕，给我800我就不写差评"}, {"role": "seller", "text": "亲，我们可以给您退款或者换新"}]
 
@@ -41,7 +41,9 @@ def test_shipped_folder_is_safetensors_and_small():
     weights = list(DEFAULT_MODEL_DIR.glob("*.safetensors"))
     assert weights and not list(DEFAULT_MODEL_DIR.glob("*.bin")) and not list(DEFAULT_MODEL_DIR.glob("*.pt"))
     assert sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.iterdir() if p.is_file()) <= 80 * 2**20
-    assert (DEFAULT_MODEL_DIR / "README.md").read_text(encoding="utf-8").count("| extortion |") >= 2
+    card = (DEFAULT_MODEL_DIR / "README.md").read_text(encoding="utf-8")
+    assert card.count("| extortion |") >= 2
+    assert f"# Extortion Guard classifier `{model_version(DEFAULT_MODEL_DIR)}`" in card  # its version, not the folder's name
 
 
 def test_canonical_messages(shipped):

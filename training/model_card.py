@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from model.classifier import model_version
 from model.labels import LABELS
 
 from .evaluate import metrics_table
@@ -25,7 +26,7 @@ def write_model_card(out: Path, config: TrainConfig, summary: dict) -> None:
     size_mb = sum(p.stat().st_size for p in out.glob("*.safetensors")) / 2**20
     lines = [
         CARD_HEADER,
-        f"# Extortion Guard classifier `{out.name}`",
+        f"# Extortion Guard classifier `{model_version(out)}`",
         "",
         "Classifies one buyer–seller chat message, judged with the turns before it, as "
         + ", ".join(f"`{label}`" for label in LABELS)
