@@ -75,6 +75,9 @@ class MicroBatcher:
                 except asyncio.TimeoutError:
                     break
                 size += len(waiting[-1][0])
+            waiting = [(batch, done) for batch, done in waiting if not done.cancelled()]  # their clients left
+            if not waiting:
+                continue
             self._last_call_requests = len(waiting)
             messages = [m for batch, _ in waiting for m in batch]
             self.observe_batch(len(messages))
@@ -82,11 +85,14 @@ class MicroBatcher:
                 probs, truncated = await loop.run_in_executor(self.executor, self.classifier.score, messages)
             except Exception as error:  # noqa: BLE001 - every waiting request must hear of the failure
                 for _, done in waiting:
-                    done.set_exception(error)
+                    if not done.done():
+                        done.set_exception(error)
                 continue
             start = 0
             for batch, done in waiting:
-                done.set_result((probs[start : start + len(batch)], truncated[start : start + len(batch)]))
+                # A request cancelled during the call has a finished future; setting it would raise and end this loop.
+                if not done.done():
+                    done.set_result((probs[start : start + len(batch)], truncated[start : start + len(batch)]))
                 start += len(batch)
 
 

@@ -1,13 +1,16 @@
 import asyncio
 import json
 import logging
+import threading
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from model.classifier import ExtortionClassifier
-from serve.api import MAX_TEXT_CHARS, create_api
+from model.data_format import Message
+from serve.api import MAX_TEXT_CHARS, MicroBatcher, create_api
 
 SECRET_TEXT = "不给钱就差评秘密内容"
 
@@ -119,6 +122,31 @@ def test_a_lone_request_does_not_wait_for_the_micro_batch_window(classifier):
             return await asyncio.wait_for(http.post("/v1/classify", json={"messages": [{"text": "在吗"}]}), 20)
 
     assert asyncio.run(one()).status_code == 200
+
+
+def test_a_request_cancelled_during_its_model_call_does_not_stop_the_batcher():
+    release = threading.Event()
+
+    class SlowScorer:
+        def score(self, messages):
+            release.wait(5)
+            return np.full((len(messages), 4), 0.25), [False] * len(messages)
+
+    batcher = MicroBatcher(SlowScorer(), max_wait=0)
+
+    async def cancel_one_of_two_then_ask_again():
+        first = asyncio.ensure_future(batcher.score([Message("甲")]))
+        second = asyncio.ensure_future(batcher.score([Message("乙"), Message("丙")]))
+        await asyncio.sleep(0.2)  # both are now inside one model call
+        first.cancel()
+        release.set()
+        answered = await asyncio.wait_for(second, 5)
+        later = await asyncio.wait_for(batcher.score([Message("丁")]), 5)
+        return first.cancelled(), answered, later
+
+    cancelled, (probs, truncated), (later_probs, _) = asyncio.run(cancel_one_of_two_then_ask_again())
+    assert cancelled and probs.shape == (2, 4) and truncated == [False, False]
+    assert later_probs.shape == (1, 4)
 
 
 def test_message_text_never_reaches_the_logs(client, caplog):

@@ -57,7 +57,7 @@ class ContextTracker:
 
     def context_for(self, row: ChatRow) -> tuple[Turn, ...]:
         if row.context is not None:  # the row brought its own turns
-            return row.context[len(row.context) - self.turns :] if self.turns else ()
+            return row.context[-self.turns :] if self.turns else ()
         if row.conversation_id is None or row.conversation_id not in self._history:
             return ()
         return self._history[row.conversation_id]

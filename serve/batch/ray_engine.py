@@ -62,7 +62,7 @@ def add_context(group: pa.Table, turns: int) -> pa.Table:
         if row["given_context"] is not None:
             row["context"] = json.dumps(json.loads(row["given_context"])[-turns:] if turns else [], ensure_ascii=False)
         else:
-            row["context"] = json.dumps(history[len(history) - turns :] if turns else [], ensure_ascii=False)
+            row["context"] = json.dumps(history[-turns:] if turns else [], ensure_ascii=False)
             history.append([row["sender_role"], row["text"]])
     return pa.Table.from_pylist(rows, schema=ROWS_SCHEMA.append(pa.field("context", pa.string())))
 
