@@ -254,3 +254,20 @@ def test_cli_exit_codes_tell_errors_from_failure(tiny_model_dir, tmp_path, capsy
     assert main(["batch", str(tmp_path / "missing"), "--output", str(tmp_path / "c"), *common]) == 2
     assert "no such file" in capsys.readouterr().err
     assert main(["batch", str(clean), "--output", str(tmp_path / "d"), "--columns", "body", *common]) == 2
+
+
+def test_undecodable_bytes_are_error_rows_not_text(tiny_model_dir, tmp_path):
+    good = chat_rows(3)
+    path = tmp_path / "log.jsonl"
+    with path.open("wb") as handle:
+        handle.write((json.dumps(good[0], ensure_ascii=False) + "\n").encode())
+        handle.write(b'{"message_id": "raw", "text": "\xff\xfe"}\n')  # invalid UTF-8 in the file
+        handle.write(b'{"message_id": "esc", "text": "\\udcff"}\n')  # an escaped lone surrogate
+        handle.write(b'{"message_id": "id\xff", "text": "ok"}\n')  # the bad bytes are in the id
+        handle.write((json.dumps(good[1], ensure_ascii=False) + "\n").encode())
+    summary, out = run(tmp_path, [path], tiny_model_dir)
+    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    assert summary["rows_in"] == 5 and pq.read_table(out / "predictions.parquet").column("message_id").to_pylist() == ["m0", "m1"]
+    assert [(e["row"], e["message_id"]) for e in errors] == [(2, "raw"), (3, "esc"), (4, "id\\udcff")]
+    assert all("not valid UTF-8" in e["reason"] for e in errors)
+    assert "'text'" in errors[0]["reason"] and "'message_id'" in errors[2]["reason"]

@@ -117,9 +117,11 @@ def count_rows(path: Path) -> int:
 
 
 def _open_text(path: Path) -> io.TextIOBase:
+    # surrogateescape keeps undecodable bytes as lone surrogates, which to_chat_row turns into error rows;
+    # "replace" would score them as text.
     if path.suffix.lower() == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace", newline="")
-    return open(path, encoding="utf-8", errors="replace", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="surrogateescape", newline="")
+    return open(path, encoding="utf-8", errors="surrogateescape", newline="")
 
 
 def _jsonl_records(path: Path):
@@ -168,7 +170,7 @@ def _parquet_records(path: Path):
 def to_chat_row(record: dict, file: str, row: int, columns: dict[str, str]) -> ChatRow | ErrorRow:
     """Validate one record (chat-log fields, renamed by ``columns``, or the annotation format)."""
     get = lambda field: record.get(columns.get(field, field))  # noqa: E731
-    message_id = _as_key(get("message_id") if get("message_id") is not None else record.get("id"))
+    message_id = _printable(_as_key(get("message_id") if get("message_id") is not None else record.get("id")))
     text = get("text")
     if text is None:
         return ErrorRow(file, row, f"no {columns.get('text', 'text')!r} field", message_id)
@@ -176,6 +178,8 @@ def to_chat_row(record: dict, file: str, row: int, columns: dict[str, str]) -> C
         return ErrorRow(file, row, f"text is {type(text).__name__}, not a string", message_id)
     if not text.strip():
         return ErrorRow(file, row, "text is empty or whitespace only", message_id)
+    if (field := _field_not_utf8(record)) is not None:
+        return ErrorRow(file, row, f"field {field!r} is not valid UTF-8 (undecodable bytes or a lone surrogate)", message_id)
     raw_role = get("sender_role") if get("sender_role") is not None else record.get("role")
     role = None
     if raw_role not in (None, ""):
@@ -193,6 +197,21 @@ def to_chat_row(record: dict, file: str, row: int, columns: dict[str, str]) -> C
         file, row, text, message_id, _as_key(get("conversation_id")), _as_key(get("sender_id")), role,
         _as_key(get("shop_id")), None if ts in (None, "") else str(ts), parse_time(ts), context,
     )
+
+
+def _field_not_utf8(record: dict) -> str | None:
+    """The first field that cannot be written as UTF-8: bytes the file could not decode, or an escaped lone surrogate."""
+    for key, value in record.items():
+        try:
+            json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
+        except UnicodeEncodeError:
+            return _printable(str(key))
+    return None
+
+
+def _printable(value: str | None) -> str | None:
+    """The value with any undecodable bytes written as escapes, so that an error row can name it."""
+    return None if value is None else value.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _as_key(value) -> str | None:
