@@ -11,7 +11,7 @@ from model.registry import current_model_dir, read_registry
 from serve.cli import main
 from tests.conftest import write_jsonl
 from tests.test_training import synthetic_records
-from training.registry import Tolerances, check_promotion
+from training.registry import Tolerances, _default_version, check_promotion, promote, rollback
 from training.score_cache import CachedScores
 
 
@@ -119,3 +119,18 @@ def test_cached_scores_equal_fresh_ones_and_are_not_scored_again(tmp_path, tiny_
     shutil.copytree(tiny_model_dir, changed)
     (changed / "config.json").write_text((changed / "config.json").read_text().replace("{", '{"note": "other weights",', 1))
     assert CachedScores(classifier, changed, root=tmp_path).scores == {}  # other weights or settings: another file
+
+
+def test_rollback_returns_to_a_promoted_folder_named_like_the_shipped_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("EXTORTION_GUARD_MODELS", str(tmp_path / "models"))
+    shipped = _default_version()
+    for version in (shipped, "next"):
+        run = tmp_path / "runs" / version
+        run.mkdir(parents=True)
+        (run / "comparison.json").write_text(json.dumps({"parent": {}, "candidate": {}}))
+        promote(run, Tolerances())
+    assert current_model_dir() == tmp_path / "models" / "next"
+    rollback()
+    assert current_model_dir() == tmp_path / "models" / shipped  # the promoted folder, not model/default
+    rollback()
+    assert current_model_dir() == DEFAULT_MODEL_DIR

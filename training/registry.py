@@ -107,7 +107,8 @@ def promote(run: Path, tolerances: Tolerances, force_reason: str | None = None, 
                 shutil.copy2(run / name, staging / name)
         if (run / "eval").is_dir():
             shutil.copytree(run / "eval", staging / "eval")
-        entry = {"action": "promote", "version": version, "previous": registry["current"] or _default_version(), "at": _now(),
+        entry = {"action": "promote", "version": version, "previous": registry["current"] or _default_version(),
+                 "previous_is_default": registry["current"] is None, "at": _now(),
                  "forced": bool(failed), "reason": force_reason if failed else None, "checks": checks, "parent": comparison.get("parent_version")}
         (staging / "lineage.json").write_text(json.dumps(entry, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         os.replace(staging, root / version)
@@ -126,8 +127,10 @@ def rollback(root: Path | None = None) -> dict:
             raise ValueError("nothing to roll back: the shipped default model is current")
         promotions = [e for e in registry["history"] if e["action"] == "promote" and e["version"] == registry["current"]]
         previous = promotions[-1]["previous"]
+        # By the flag, not the name: a promoted folder may carry the shipped default's version as its name.
+        to_default = promotions[-1].get("previous_is_default", not (root / previous).is_dir())
         entry = {"action": "rollback", "version": previous, "previous": registry["current"], "at": _now()}
-        registry["current"] = None if previous == _default_version() else previous
+        registry["current"] = None if to_default else previous
         registry["history"].append(entry)
         _write_registry(root, registry)
     return entry
