@@ -271,3 +271,13 @@ def test_undecodable_bytes_are_error_rows_not_text(tiny_model_dir, tmp_path):
     assert [(e["row"], e["message_id"]) for e in errors] == [(2, "raw"), (3, "esc"), (4, "id\\udcff")]
     assert all("not valid UTF-8" in e["reason"] for e in errors)
     assert "'text'" in errors[0]["reason"] and "'message_id'" in errors[2]["reason"]
+
+
+def test_ray_gpu_workers_need_no_gpu_on_the_driver(tiny_model_dir, monkeypatch):
+    from serve.batch.ray_engine import describe_run
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    config = BatchConfig(["in"], "out", model=str(tiny_model_dir), engine="ray", ray_num_gpus=1)
+    assert describe_run(config)["device"] == "cuda (Ray workers)"
+    with pytest.raises(ValueError, match="no CUDA GPU"):  # without Ray GPUs, cuda must be on this machine
+        describe_run(BatchConfig(["in"], "out", model=str(tiny_model_dir), engine="ray", device="cuda"))

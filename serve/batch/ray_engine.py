@@ -157,5 +157,9 @@ def describe_run(config: BatchConfig) -> dict:
     """Model version, precision and device of the actors, for the summary."""
     from model.classifier import model_version, resolve_device, resolve_precision
 
-    device = resolve_device("cuda" if config.ray_num_gpus else config.device)
-    return {"model_version": model_version(config.model), "precision": resolve_precision(config.precision, device), "device": str(device), "engine": "ray"}
+    version = model_version(config.model)
+    if config.ray_num_gpus:  # the GPUs are the workers'; the driver may have none
+        precision = "auto (each GPU worker picks)" if config.precision == "auto" else config.precision
+        return {"model_version": version, "precision": precision, "device": "cuda (Ray workers)", "engine": "ray"}
+    device = resolve_device(config.device)
+    return {"model_version": version, "precision": resolve_precision(config.precision, device), "device": str(device), "engine": "ray"}
