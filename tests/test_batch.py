@@ -2,8 +2,10 @@ import csv
 import gzip
 import json
 import multiprocessing
+from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -281,3 +283,18 @@ def test_ray_gpu_workers_need_no_gpu_on_the_driver(tiny_model_dir, monkeypatch):
     assert describe_run(config)["device"] == "cuda (Ray workers)"
     with pytest.raises(ValueError, match="no CUDA GPU"):  # without Ray GPUs, cuda must be on this machine
         describe_run(BatchConfig(["in"], "out", model=str(tiny_model_dir), engine="ray", device="cuda"))
+
+
+def test_a_truncated_gzip_or_broken_parquet_file_ends_in_one_error_row_and_the_job_goes_on(tiny_model_dir, tmp_path):
+    whole = gzip.compress("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in chat_rows(400)).encode())
+    (tmp_path / "cut.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not a parquet file")
+    good = write_jsonl(tmp_path / "good.jsonl", chat_rows(5))
+    summary, out = run(tmp_path, [tmp_path / "broken.parquet", tmp_path / "cut.jsonl.gz", good], tiny_model_dir)
+    predictions = pq.read_table(out / "predictions.parquet")
+    errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    assert [Path(e["file"]).name for e in errors] == ["broken.parquet", "cut.jsonl.gz"]
+    assert "cannot be read past row 0" in errors[0]["reason"] and "EOFError" in errors[1]["reason"]
+    from_cut = predictions.filter(pc.equal(predictions["file"], str(tmp_path / "cut.jsonl.gz"))).num_rows
+    assert 0 < from_cut < 400 and errors[1]["row"] == from_cut + 1
+    assert predictions.num_rows == from_cut + 5 and summary["rows_in"] == predictions.num_rows + len(errors)

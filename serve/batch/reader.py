@@ -12,10 +12,13 @@ import csv
 import gzip
 import io
 import json
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+
+import pyarrow as pa
 
 from model.data_format import Turn, message_from_json
 
@@ -96,24 +99,37 @@ def parse_columns(spec: str | None) -> dict[str, str]:
     return columns
 
 
+# What a damaged or vanished file raises part-way: a truncated or corrupt gzip stream, an I/O error, a broken Parquet file.
+UNREADABLE = (EOFError, OSError, zlib.error, pa.ArrowInvalid)
+
+
 def read_file(path: Path, columns: dict[str, str] | None = None) -> Iterator[ChatRow | ErrorRow]:
-    """The rows of one file, in file order."""
+    """The rows of one file, in file order; a file that cannot be read to its end ends with one error row saying where."""
     fmt = file_format(path)
     records = {"jsonl": _jsonl_records, "csv": _csv_records, "parquet": _parquet_records}[fmt](path)
-    for row, record in records:
-        yield record if isinstance(record, ErrorRow) else to_chat_row(record, str(path), row, columns or {})
+    row = 0
+    try:
+        for row, record in records:
+            yield record if isinstance(record, ErrorRow) else to_chat_row(record, str(path), row, columns or {})
+    except UNREADABLE as error:
+        yield ErrorRow(str(path), row + 1, f"the file cannot be read past row {row}: {type(error).__name__}: {error}")
 
 
 def count_rows(path: Path) -> int:
     """Rows in a file, cheaply (Parquet metadata, or counting lines), for progress estimates."""
     fmt = file_format(path)
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
+    lines = 0
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
 
-        return pq.ParquetFile(path).metadata.num_rows
-    with _open_text(path) as handle:
-        lines = sum(1 for line in handle if line.strip())
-    return lines - 1 if fmt == "csv" else lines
+            return pq.ParquetFile(path).metadata.num_rows
+        with _open_text(path) as handle:
+            for line in handle:
+                lines += bool(line.strip())
+    except UNREADABLE:  # read_file reports it; the estimate counts what could be read
+        pass
+    return max(lines - 1, 0) if fmt == "csv" else lines
 
 
 def _open_text(path: Path) -> io.TextIOBase:
