@@ -27,3 +27,12 @@ def current_model_dir(root: Path | None = None) -> Path:
     root = root or registry_root()
     current = read_registry(root)["current"]
     return root / current if current else DEFAULT_MODEL_DIR
+
+
+def describe_current(root: Path | None = None) -> str:
+    """Which model a server started here would load, and from which registry: printed at start-up."""
+    root = root or registry_root()
+    current = read_registry(root)["current"]
+    where = f"registry {root.resolve()} (set EXTORTION_GUARD_MODELS to use another)"
+    return f"current model {current} from {where}" if current else f"shipped default model {DEFAULT_MODEL_DIR}: no promotion in {where}"
+

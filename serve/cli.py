@@ -321,6 +321,10 @@ def cmd_serve(args) -> int:
     from serve.server import create_server
     from serve.settings import load_settings
 
+    if args.model is None:
+        from model.registry import describe_current
+
+        print(f"extortion-guard serve: {describe_current()}", file=sys.stderr)
     try:
         settings = load_settings(args.config)
         app = create_server(settings, args.model, args.precision, args.device, login=not args.no_login,

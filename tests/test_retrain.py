@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from model.classifier import DEFAULT_MODEL_DIR, ExtortionClassifier
-from model.registry import current_model_dir, read_registry
+from model.registry import current_model_dir, describe_current, read_registry
 from serve.cli import main
 from tests.conftest import write_jsonl
 from tests.test_training import synthetic_records
@@ -123,13 +123,14 @@ def test_cached_scores_equal_fresh_ones_and_are_not_scored_again(tmp_path, tiny_
 
 def test_rollback_returns_to_a_promoted_folder_named_like_the_shipped_default(tmp_path, monkeypatch):
     monkeypatch.setenv("EXTORTION_GUARD_MODELS", str(tmp_path / "models"))
+    assert describe_current().startswith(f"shipped default model {DEFAULT_MODEL_DIR}") and str(tmp_path / "models") in describe_current()
     shipped = _default_version()
     for version in (shipped, "next"):
         run = tmp_path / "runs" / version
         run.mkdir(parents=True)
         (run / "comparison.json").write_text(json.dumps({"parent": {}, "candidate": {}}))
         promote(run, Tolerances())
-    assert current_model_dir() == tmp_path / "models" / "next"
+    assert current_model_dir() == tmp_path / "models" / "next" and describe_current().startswith("current model next from registry")
     rollback()
     assert current_model_dir() == tmp_path / "models" / shipped  # the promoted folder, not model/default
     rollback()
