@@ -18,17 +18,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from pydantic import ValidationError
 
 from model.data_format import Message, message_from_json
 from model.labels import LABELS
 
 from .evidence import explain
-
-MAX_MESSAGES = 64
-MAX_BODY_BYTES = 1_000_000
-MAX_TEXT_CHARS = 2_000
+from .schemas import MAX_BODY_BYTES, MAX_MESSAGES, MAX_TEXT_CHARS, ClassifyRequest, ClassifyResponse, Problem, validation_reason
 
 
 class MicroBatcher:
@@ -123,25 +122,21 @@ def parse_body(body: bytes) -> tuple[list[Message], list[bool], bool] | JSONResp
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         return problem(422, f"body is not valid JSON: {error}")
-    if not isinstance(payload, dict) or not isinstance(payload.get("messages"), list):
-        return problem(422, 'body must be an object with a list "messages"')
-    items = payload["messages"]
-    if not items:
-        return problem(422, '"messages" is empty')
-    if len(items) > MAX_MESSAGES:
-        return problem(413, f"{len(items)} messages; the limit is {MAX_MESSAGES} per request")
+    if isinstance(payload, dict) and isinstance(payload.get("messages"), list) and len(payload["messages"]) > MAX_MESSAGES:
+        return problem(413, f"{len(payload['messages'])} messages; the limit is {MAX_MESSAGES} per request")
+    try:
+        request = ClassifyRequest.model_validate(payload)
+    except ValidationError as error:
+        return problem(422, validation_reason(error))
     messages, cut = [], []
-    for i, item in enumerate(items):
-        try:
-            message = message_from_json(item)
+    for i, item in enumerate(request.messages):
+        try:  # the data format's own rules (non-blank text) on top of the schema
+            message = message_from_json(item.model_dump(exclude_none=True))
         except ValueError as error:
             return problem(422, f"messages[{i}]: {error}")
         cut.append(len(message.text) > MAX_TEXT_CHARS)
         messages.append(Message(message.text[:MAX_TEXT_CHARS], message.context, message.id, message.role))
-    evidence = payload.get("evidence", False)
-    if not isinstance(evidence, bool):
-        return problem(422, '"evidence" must be true or false')
-    return messages, cut, evidence
+    return messages, cut, request.evidence
 
 
 def authorised(request: Request, keys: list[str]) -> bool:
@@ -159,7 +154,12 @@ def create_api(classifier, api_keys: list[str] | None = None, micro_batching: bo
     keys = list(api_keys or [])
     app.state.batcher, app.state.metrics, app.state.classifier = batcher, metrics, classifier
 
-    @app.post("/v1/classify")
+    errors = {status: {"model": Problem, "description": why} for status, why in
+              ((401, "Missing or wrong API key"), (413, "Too many messages or too large a body"), (422, "Malformed body"))}
+    # The body is parsed by hand (after the key check, with 413 before 422), so it is declared here for the docs.
+    body_doc = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ClassifyRequest"}}}}}
+
+    @app.post("/v1/classify", response_model=ClassifyResponse, responses=errors, openapi_extra=body_doc)
     async def classify(request: Request):
         started = time.perf_counter()
         response = await _classify(request)
@@ -188,6 +188,18 @@ def create_api(classifier, api_keys: list[str] | None = None, micro_batching: bo
                 result["evidence"] = (await batcher.run(explain, classifier, message)).to_json()
             results.append(result)
         return JSONResponse({"model_version": classifier.version, "results": results})
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            request_schema = ClassifyRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(request_schema.pop("$defs", {}))
+            components["ClassifyRequest"] = request_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
 
     @app.get("/healthz")
     async def healthz():

@@ -68,9 +68,12 @@ def test_too_many_messages_or_too_large_body_is_413(client):
 
 @pytest.mark.parametrize(
     "body, reason",
-    [(b"{not json", "not valid JSON"), (b'{"msgs": []}', '"messages"'), (b'{"messages": []}', "empty"),
-     (b'{"messages": [{"txt": "a"}]}', "messages[0]"), (b'{"messages": [{"text": "  "}]}', "messages[0]"),
-     (b'{"messages": [{"text": "a", "context": [{"role": "boss", "text": "b"}]}]}', "role")],
+    [(b"{not json", "not valid JSON"), (b'{"msgs": []}', "messages: Field required"), (b'{"messages": []}', "at least 1 item"),
+     (b'[1, 2]', "body: Input should be"), (b'{"messages": [{"txt": "a"}]}', "messages[0].text: Field required"),
+     (b'{"messages": [{"text": "  "}]}', "messages[0]: "), (b'{"messages": [{"text": 5}]}', "messages[0].text: Input should be a valid string"),
+     (b'{"messages": [{"text": "a", "context": [{"role": "boss", "text": "b"}]}]}', "messages[0].context[0].role"),
+     (b'{"messages": [{"text": "a"}], "evidence": "yes"}', "evidence: Input should be a valid boolean"),
+     (b'{"messages": [{"text": "a", "context": {"role": "buyer"}}]}', "messages[0].context")],
 )
 def test_malformed_body_is_422_with_the_reason(client, body, reason):
     response = client.post("/v1/classify", content=body, headers={**AUTH, "Content-Type": "application/json"})
@@ -147,6 +150,16 @@ def test_a_request_cancelled_during_its_model_call_does_not_stop_the_batcher():
     cancelled, (probs, truncated), (later_probs, _) = asyncio.run(cancel_one_of_two_then_ask_again())
     assert cancelled and probs.shape == (2, 4) and truncated == [False, False]
     assert later_probs.shape == (1, 4)
+
+
+def test_openapi_documents_the_request_and_response_bodies(client):
+    schema = client.get("/v1/openapi.json").json()
+    operation = schema["paths"]["/v1/classify"]["post"]
+    assert operation["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ClassifyRequest"}
+    components = schema["components"]["schemas"]
+    assert {"ClassifyRequest", "MessageIn", "TurnIn", "ClassifyResponse", "Result", "Problem"} <= set(components)
+    assert components["TurnIn"]["properties"]["role"]["enum"] == ["buyer", "seller"]
+    assert set(operation["responses"]) == {"200", "401", "413", "422"}
 
 
 def test_message_text_never_reaches_the_logs(client, caplog):
