@@ -41,6 +41,7 @@ class MicroBatcher:
         self.observe_batch = observe_batch or (lambda size: None)  # told the number of messages of every model call
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="model")  # one model call at a time
         self._queue: asyncio.Queue | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._last_call_requests = 0
 
     async def score(self, messages: list[Message]) -> tuple[np.ndarray, list[bool]]:
@@ -48,9 +49,9 @@ class MicroBatcher:
         if not self.enabled:
             self.observe_batch(len(messages))
             return await loop.run_in_executor(self.executor, self.classifier.score, messages)
-        if self._queue is None:
-            self._queue = asyncio.Queue()
-            loop.create_task(self._serve())
+        if self._queue is None or self._loop is not loop:  # a new event loop (a test client's) needs its own queue and server
+            self._queue, self._loop = asyncio.Queue(), loop
+            loop.create_task(self._serve(self._queue))
         done = loop.create_future()
         await self._queue.put((messages, done))
         return await done
@@ -59,18 +60,18 @@ class MicroBatcher:
         """Run other model work (evidence) in the model thread, in turn with the batches."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
 
-    async def _serve(self) -> None:
+    async def _serve(self, queue: asyncio.Queue) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            waiting = [await self._queue.get()]
+            waiting = [await queue.get()]
             size = len(waiting[0][0])
-            while size < self.max_batch and not self._queue.empty():  # those that queued during the last call
-                waiting.append(self._queue.get_nowait())
+            while size < self.max_batch and not queue.empty():  # those that queued during the last call
+                waiting.append(queue.get_nowait())
                 size += len(waiting[-1][0])
             deadline = loop.time() + (self.max_wait if self._last_call_requests > 1 else 0)
             while size < self.max_batch and (left := deadline - loop.time()) > 0:
                 try:
-                    waiting.append(await asyncio.wait_for(self._queue.get(), left))
+                    waiting.append(await asyncio.wait_for(queue.get(), left))
                 except asyncio.TimeoutError:
                     break
                 size += len(waiting[-1][0])

@@ -19,13 +19,12 @@ import pyarrow.parquet as pq
 
 from model.data_format import Message, Turn, message_from_json
 from model.inputs import message_text, preparation
-from model.labels import LABELS
+from model.labels import LABELS, canonical_role
 
 from .evidence import explain
 from .inbox import append_decision, decision_record
 from .settings import ServeSettings
 
-ROLES = {"buyer": "buyer", "seller": "seller", "买家": "buyer", "卖家": "seller"}
 EXAMPLES = [
     ["要么花钱消灾，要么更多的人来给你差评", "buyer", []],
     ["不给hb就cp，自己看着办", "buyer", []],
@@ -46,9 +45,9 @@ def parse_context(rows) -> tuple[Turn, ...]:
         role, text = (list(row) + ["", ""])[:2]
         if not str(text or "").strip():
             continue
-        if str(role).strip().lower() not in ROLES:
+        if canonical_role(role) is None:
             raise gr.Error(f"context row {i + 1}: role must be buyer or seller, not {str(role)[:20]!r}")
-        turns.append(Turn(ROLES[str(role).strip().lower()], str(text)))
+        turns.append(Turn(canonical_role(role), str(text)))
     return tuple(turns)
 
 

@@ -15,8 +15,7 @@ import sys
 from pathlib import Path
 
 from model.data_format import InvalidDataError, Turn, read_messages
-
-ROLE_ALIASES = {"buyer": "buyer", "seller": "seller", "买家": "buyer", "卖家": "seller"}
+from model.labels import canonical_role
 
 
 EXIT_SOME_ERRORS = 3
@@ -30,11 +29,11 @@ def parse_turn(spec: str) -> Turn:
     """``buyer:text`` or ``卖家：text`` into a context turn."""
     for sep in (":", "："):
         role, found, text = spec.partition(sep)
-        if found and role.strip() in ROLE_ALIASES:
+        if found and canonical_role(role):
             if not text.strip():
                 raise UsageError(f"--context {spec!r}: the turn's text is empty")
-            return Turn(ROLE_ALIASES[role.strip()], text)
-    raise UsageError(f"--context {spec!r}: expected ROLE:TEXT with ROLE buyer or seller (or 买家/卖家)")
+            return Turn(canonical_role(role), text)
+    raise UsageError(f"--context {spec!r}: expected ROLE:TEXT with ROLE buyer or seller (or 买家/卖家, 客服 …)")
 
 
 def cmd_data_validate(args) -> int:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from model.labels import LABELS
+from model.labels import LABELS, canonical_role
 
 MAX_MESSAGES = 64
 MAX_BODY_BYTES = 1_000_000
 MAX_TEXT_CHARS = 2_000
 
-Role = Literal["buyer", "seller"]
+# Aliases (买家, 客服, merchant …, model.labels.ROLE_ALIASES) become buyer or seller; anything else fails the Literal.
+Role = Annotated[Literal["buyer", "seller"], BeforeValidator(lambda name: canonical_role(name) or name)]
 
 
 class TurnIn(BaseModel):

@@ -40,6 +40,13 @@ def test_classify_returns_label_and_probabilities_per_message(client, classifier
     assert "evidence" not in results[0]
 
 
+def test_role_aliases_are_the_batch_readers(client):
+    aliased = {"messages": [{"text": "钱呢？", "role": "买家", "context": [{"role": "客服", "text": "亲，在的"}, {"role": " Customer ", "text": "给200"}]}]}
+    plain = {"messages": [{"text": "钱呢？", "role": "buyer", "context": [{"role": "seller", "text": "亲，在的"}, {"role": "buyer", "text": "给200"}]}]}
+    results = [client.post("/v1/classify", json=body, headers=AUTH).json()["results"][0] for body in (aliased, plain)]
+    assert results[0] == results[1]
+
+
 def test_evidence_scores_words_and_finds_demand_details(client):
     body = {"messages": [{"text": "不给两千块就差评，转支付宝"}], "evidence": True}
     evidence = client.post("/v1/classify", json=body, headers=AUTH).json()["results"][0]["evidence"]

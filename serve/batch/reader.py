@@ -21,13 +21,10 @@ from pathlib import Path
 import pyarrow as pa
 
 from model.data_format import Turn, message_from_json
+from model.labels import canonical_role
 
 FIELDS = ("message_id", "conversation_id", "sender_id", "sender_role", "shop_id", "ts", "text")
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
-ROLE_NAMES = {
-    "buyer": "buyer", "customer": "buyer", "user": "buyer", "买家": "buyer",
-    "seller": "seller", "merchant": "seller", "shop": "seller", "store": "seller", "卖家": "seller", "客服": "seller",
-}
 
 
 @dataclass
@@ -199,7 +196,7 @@ def to_chat_row(record: dict, file: str, row: int, columns: dict[str, str]) -> C
     raw_role = get("sender_role") if get("sender_role") is not None else record.get("role")
     role = None
     if raw_role not in (None, ""):
-        role = ROLE_NAMES.get(str(raw_role).strip().lower())
+        role = canonical_role(raw_role)
         if role is None:
             return ErrorRow(file, row, f"sender_role {str(raw_role)[:20]!r} is not buyer or seller", message_id)
     context = None
