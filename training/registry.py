@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from model.classifier import DEFAULT_MODEL_DIR
+from model.files import write_text_atomically
 from model.registry import read_registry, registry_root
 
 MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "README.md",
@@ -52,9 +53,7 @@ def _locked(root: Path):
 
 
 def _write_registry(root: Path, registry: dict) -> None:
-    tmp = root / ".registry.json.tmp"
-    tmp.write_text(json.dumps(registry, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, root / "registry.json")
+    write_text_atomically(root / "registry.json", json.dumps(registry, indent=1, ensure_ascii=False) + "\n")
 
 
 def check_promotion(comparison: dict, tolerances: Tolerances) -> list[dict]:

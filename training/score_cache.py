@@ -21,6 +21,7 @@ import numpy as np
 
 from model.classifier import as_message
 from model.data_format import Message
+from model.files import atomic_write
 from model.labels import LABELS
 
 
@@ -88,6 +89,5 @@ class CachedScores:
         # Keys as rows of bytes: numpy's fixed-width bytes type would drop a key's trailing zero bytes.
         keys = np.frombuffer(b"".join(self.scores), dtype=np.uint8).reshape(-1, 16)
         probs = np.stack(list(self.scores.values())).astype(np.float32) if self.scores else np.zeros((0, len(LABELS)), np.float32)
-        partial = self.path.with_suffix(".partial.npz")
-        np.savez(partial, keys=keys, probs=probs)
-        partial.replace(self.path)
+        with atomic_write(self.path) as tmp, open(tmp, "wb") as handle:  # a file object: np.savez would add ".npz" to a name
+            np.savez(handle, keys=keys, probs=probs)

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from model.data_format import Message, Turn
+from model.files import atomic_write, write_text_atomically
 from model.labels import LABELS
 
 from .config import BatchConfig
@@ -195,22 +196,15 @@ def prepare_parts(parts: Path, fingerprint: dict, restart: bool) -> None:
             )
         shutil.rmtree(parts)
     parts.mkdir(parents=True, exist_ok=True)
-    _write_atomically(job_file, json.dumps(fingerprint, indent=1).encode())
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_text_atomically(job_file, json.dumps(fingerprint, indent=1))
 
 
 def write_part(parts: Path, index: int, table: pa.Table, errors: list[ErrorRow]) -> None:
     """Errors first, predictions last: a part counts as done once its predictions file exists."""
     error_lines = "".join(json.dumps(e.to_json(), ensure_ascii=False) + "\n" for e in errors)
-    _write_atomically(parts / f"part-{index:06d}.errors.jsonl", error_lines.encode())
-    tmp = parts / f".part-{index:06d}.parquet.tmp"
-    pq.write_table(table, tmp)
-    os.replace(tmp, parts / f"part-{index:06d}.parquet")
+    write_text_atomically(parts / f"part-{index:06d}.errors.jsonl", error_lines)
+    with atomic_write(parts / f"part-{index:06d}.parquet") as tmp:
+        pq.write_table(table, tmp)
 
 
 def run_local(config: BatchConfig, classifier=None) -> dict:

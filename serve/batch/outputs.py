@@ -6,7 +6,6 @@ Each is written under a temporary name and renamed, so a final name never holds 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from model.files import atomic_write, write_text_atomically
 from model.labels import LABELS
 
 from .rollups import Rollups
@@ -40,22 +40,18 @@ PREDICTION_SCHEMA = pa.schema(
 
 def concatenate_parts(parts: Path, out: Path) -> tuple[int, Counter]:
     """Stream the parts into ``predictions.parquet`` and ``errors.jsonl``; return rows scored and error reasons."""
-    tmp = out / ".predictions.parquet.tmp"
     scored = 0
-    with pq.ParquetWriter(tmp, PREDICTION_SCHEMA) as writer:
+    with atomic_write(out / "predictions.parquet") as tmp, pq.ParquetWriter(tmp, PREDICTION_SCHEMA) as writer:
         for part in sorted(parts.glob("part-*.parquet")):
             table = pq.read_table(part, schema=PREDICTION_SCHEMA)
             writer.write_table(table)
             scored += table.num_rows
-    os.replace(tmp, out / "predictions.parquet")
     reasons: Counter = Counter()
-    tmp = out / ".errors.jsonl.tmp"
-    with open(tmp, "w", encoding="utf-8") as errors:
+    with atomic_write(out / "errors.jsonl") as tmp, open(tmp, "w", encoding="utf-8") as errors:
         for part in sorted(parts.glob("part-*.errors.jsonl")):
             for line in part.read_text(encoding="utf-8").splitlines():
                 errors.write(line + "\n")
                 reasons[_reason_kind(json.loads(line)["reason"])] += 1
-    os.replace(tmp, out / "errors.jsonl")
     return scored, reasons
 
 
@@ -66,9 +62,8 @@ def _reason_kind(reason: str) -> str:
 
 def write_rollups(out: Path, tables: dict[str, pa.Table]) -> None:
     for name, table in tables.items():
-        tmp = out / f".{name}.parquet.tmp"
-        pq.write_table(table, tmp)
-        os.replace(tmp, out / f"{name}.parquet")
+        with atomic_write(out / f"{name}.parquet") as tmp:
+            pq.write_table(table, tmp)
 
 
 def finish_outputs(out: Path, parts: Path, files: list[Path], run_info: dict, job: dict, started: float, stages: dict | None = None) -> dict:
@@ -104,7 +99,5 @@ def finish_outputs(out: Path, parts: Path, files: list[Path], run_info: dict, jo
     }
     write_report(out, rollups, tables, summary)
     summary["seconds_by_stage"]["finish"] = round(time.perf_counter() - finishing, 2)
-    tmp = out / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1, ensure_ascii=False, default=str))
-    os.replace(tmp, out / "summary.json")
+    write_text_atomically(out / "summary.json", json.dumps(summary, indent=1, ensure_ascii=False, default=str))
     return summary

@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 from pathlib import Path
 
 import pyarrow as pa
 
+from model.files import write_text_atomically
 from model.labels import LABELS
 
 from .rollups import HISTOGRAM_EDGES, Rollups
@@ -96,6 +96,4 @@ td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left}}th{{background:#ee
 {_top(tables['senders'], ['sender_id', 'shops_with_threats', 'extortion_messages', 'coercion_messages', 'max_p_extortion', 'first_threat_time', 'last_threat_time'])}
 </body></html>
 """
-    tmp = out / ".report.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out / "report.html")
+    write_text_atomically(out / "report.html", page)
