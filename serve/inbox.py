@@ -7,12 +7,13 @@ so lines are never torn or interleaved, and nothing is ever rewritten.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+
+from filelock import FileLock
 
 from model.data_format import Message
 from model.labels import LABELS
@@ -48,13 +49,6 @@ def append_decision(record: dict, inbox: str | os.PathLike = DEFAULT_INBOX) -> P
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{datetime.now(timezone.utc):%Y-%m-%d}.jsonl"
     line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        written = 0
-        while written < len(line):  # os.write may write less than asked; the lock keeps the rest ours
-            written += os.write(fd, line[written:])
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+    with FileLock(folder / ".lock"), open(path, "ab") as handle:  # the lock keeps each line whole beside other writers
+        handle.write(line)
     return path

@@ -13,14 +13,14 @@ Changes to ``registry.json`` are written to a temporary file and renamed, under 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+
+from filelock import FileLock
 
 from model.classifier import DEFAULT_MODEL_DIR
 from model.files import write_text_atomically
@@ -44,12 +44,9 @@ class Tolerances:
     """Largest rise in the extortion rate on held-out real reviews (none)."""
 
 
-@contextmanager
-def _locked(root: Path):
+def _locked(root: Path) -> FileLock:
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+    return FileLock(root / ".lock")
 
 
 def _write_registry(root: Path, registry: dict) -> None:
