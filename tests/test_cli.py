@@ -89,3 +89,18 @@ def test_train_help_shows_each_settings_help_text(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "Loss weight of a hard case" in out and "(default: 1.0)" in out
     assert "Keep only this many of the base's encoder layers" in out
+
+
+def test_light_commands_do_not_import_torch(tmp_path):
+    import subprocess
+    import sys
+
+    data = tmp_path / "one.jsonl"
+    data.write_text('{"id": "a-1", "text": "在吗", "context": [], "label": "normal"}\n', encoding="utf-8")
+    script = (
+        "import sys\nfrom serve.cli import main\n"
+        f"assert main(['data', 'validate', {str(data)!r}]) == 0\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'a light command loaded torch'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
