@@ -139,8 +139,17 @@ class ExtortionClassifier:
         """
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from transformers.utils import logging as transformers_logging
+
         path = str(path or current_model_dir())
-        model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True, dtype=torch.float32)
+        # A local model loads in under a second: transformers' "Loading weights" bar would only be noise in every command.
+        bar_was_on = transformers_logging.is_progress_bar_enabled()
+        transformers_logging.disable_progress_bar()
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True, dtype=torch.float32)
+        finally:
+            if bar_was_on:
+                transformers_logging.enable_progress_bar()
         tokenizer = AutoTokenizer.from_pretrained(path)
         if max_length is None:
             max_length = getattr(model.config, "extortion_guard_max_length", DEFAULT_MAX_LENGTH)

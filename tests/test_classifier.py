@@ -125,3 +125,12 @@ def test_onnx_graph_gives_the_model_s_logits_with_padding(architecture):
     got = encoder(**inputs)
     assert expected.abs().max() > 0.1  # logits far enough from zero for the comparison to mean something
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_loading_prints_no_progress_bar_and_leaves_the_setting_alone(tiny_model_dir, capfd):
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.enable_progress_bar()
+    ExtortionClassifier.from_pretrained(tiny_model_dir, device="cpu")
+    assert "Loading weights" not in capfd.readouterr().err
+    assert transformers_logging.is_progress_bar_enabled()  # training's own bars still show
