@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -96,6 +97,27 @@ class MicroBatcher:
                 start += len(batch)
 
 
+class RateLimiter:
+    """A token bucket per client: on average ``rate`` requests a second, up to ``burst`` at once; ``rate`` 0 is no limit."""
+
+    def __init__(self, rate: float = 0.0, burst: int = 20, max_clients: int = 100_000, clock=time.monotonic):
+        self.rate, self.burst, self.max_clients, self.clock = rate, burst, max_clients, clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # client: (tokens, when counted), least recently seen first
+
+    def retry_after(self, client: str) -> float:
+        """0 if the client may go now (a token is taken), else the seconds until it may."""
+        if self.rate <= 0:
+            return 0.0
+        now = self.clock()
+        tokens, counted = self._buckets.pop(client, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - counted) * self.rate)
+        wait = 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+        self._buckets[client] = (tokens - 1 if wait == 0 else tokens, now)
+        if len(self._buckets) > self.max_clients:
+            del self._buckets[next(iter(self._buckets))]
+        return wait
+
+
 class Metrics:
     """Prometheus counters and histograms of one app (its own registry, so tests can build many apps)."""
 
@@ -111,8 +133,9 @@ class Metrics:
                                         buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
 
 
-def problem(status: int, reason: str) -> JSONResponse:
-    return JSONResponse({"error": reason}, status_code=status)
+def problem(status: int, reason: str, retry_after: float | None = None) -> JSONResponse:
+    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after else None
+    return JSONResponse({"error": reason}, status_code=status, headers=headers)
 
 
 def parse_body(body: bytes) -> tuple[list[Message], list[bool], bool] | JSONResponse:
@@ -147,16 +170,25 @@ def authorised(request: Request, keys: list[str]) -> bool:
     return scheme.lower() == "bearer" and any(hmac.compare_digest(token.strip().encode(), key.encode()) for key in keys)
 
 
-def create_api(classifier, api_keys: list[str] | None = None, micro_batching: bool = True, max_wait: float = 0.005) -> FastAPI:
-    """The FastAPI app serving ``classifier``; ``api_keys`` (when any) are required as bearer tokens on /v1/."""
+def create_api(classifier, api_keys: list[str] | None = None, micro_batching: bool = True, max_wait: float = 0.005,
+               rate_per_key: float = 0.0, burst_per_key: int = 20, max_in_flight: int = 256) -> FastAPI:
+    """The FastAPI app serving ``classifier``; ``api_keys`` (when any) are required as bearer tokens on /v1/classify.
+
+    ``rate_per_key``: requests a second each key (or, with no keys, each client address) may make on average, with
+    bursts up to ``burst_per_key`` (0: no limit; over it, 429 with Retry-After). ``max_in_flight``: requests being
+    answered at once; more get 503 with Retry-After, so that a flood queues in the clients, not in this process.
+    """
     app = FastAPI(title="Extortion Guard", docs_url="/v1/docs", openapi_url="/v1/openapi.json")
     metrics = Metrics()
     batcher = MicroBatcher(classifier, max_wait=max_wait, enabled=micro_batching, observe_batch=metrics.batch_messages.observe)
     keys = list(api_keys or [])
+    limiter = RateLimiter(rate_per_key, burst_per_key)
+    in_flight = 0
     app.state.batcher, app.state.metrics, app.state.classifier = batcher, metrics, classifier
 
     errors = {status: {"model": Problem, "description": why} for status, why in
-              ((401, "Missing or wrong API key"), (413, "Too many messages or too large a body"), (422, "Malformed body"))}
+              ((401, "Missing or wrong API key"), (413, "Too many messages or too large a body"), (422, "Malformed body"),
+               (429, "Over the key's request rate (Retry-After)"), (503, "Too many requests at once (Retry-After)"))}
     # The body is parsed by hand (after the key check, with 413 before 422), so it is declared here for the docs.
     body_doc = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ClassifyRequest"}}}}}
 
@@ -169,8 +201,21 @@ def create_api(classifier, api_keys: list[str] | None = None, micro_batching: bo
         return response
 
     async def _classify(request: Request):
+        nonlocal in_flight
         if not authorised(request, keys):
             return problem(401, "missing or wrong API key: send Authorization: Bearer KEY")
+        client = request.headers.get("authorization", "") if keys else (request.client.host if request.client else "")
+        if wait := limiter.retry_after(client):
+            return problem(429, f"more than {rate_per_key:g} requests a second for this {'key' if keys else 'client'}", retry_after=wait)
+        if in_flight >= max_in_flight:
+            return problem(503, f"{max_in_flight} requests are being answered; try again shortly", retry_after=1)
+        in_flight += 1
+        try:
+            return await _answer(request)
+        finally:
+            in_flight -= 1
+
+    async def _answer(request: Request):
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             return problem(413, f"body is {int(declared):,} bytes; the limit is {MAX_BODY_BYTES:,}")

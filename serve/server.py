@@ -32,7 +32,9 @@ def create_server(settings: ServeSettings, model: str | None = None, precision: 
     # Load jieba's dictionary, text preparation's tables and the model's first allocations now, not during the first requests.
     jieba.initialize()
     classifier.predict("预热，不给钱就差评")
-    api = create_api(classifier, settings.api_keys, micro_batching=micro_batch_wait > 0, max_wait=micro_batch_wait)
+    api = create_api(classifier, settings.api_keys, micro_batching=micro_batch_wait > 0, max_wait=micro_batch_wait,
+                     rate_per_key=settings.requests_per_second_per_key, burst_per_key=settings.burst_per_key,
+                     max_in_flight=settings.max_in_flight)
     auth = settings.check_login if login else None
     return gr.mount_gradio_app(api, build_app(classifier, settings), path="/", auth=auth,
                                auth_message="Extortion Guard: moderators only", footer_links=[])

@@ -6,6 +6,8 @@ From a TOML file (``--config``) and the environment; the environment adds to the
 api_keys = ["key-for-the-chat-platform"]
 inbox = "data/annotations/inbox"       # where moderators' decisions go
 batch_root = "runs"                    # batch output folders the review queue may open
+requests_per_second_per_key = 20       # 0 (the default): no limit; over it, 429 with Retry-After
+max_in_flight = 256                    # requests answered at once; more get 503
 
 [users]                                # name = hash from `extortion-guard hash-password`
 alice = "scrypt$16384$8$1$9f0c...$5be1..."
@@ -41,6 +43,15 @@ class ServeSettings:
 
     batch_root: Path = Path("runs")
     """Folder whose batch outputs the review queue lists."""
+
+    requests_per_second_per_key: float = 0.0
+    """Average requests a second each API key (or client address, with no keys) may make; 0: no limit (over it: 429)."""
+
+    burst_per_key: int = 20
+    """Requests a key may make at once before its rate applies."""
+
+    max_in_flight: int = 256
+    """Requests the API answers at once; more get 503 with Retry-After."""
 
     def check_login(self, username: str, password: str) -> bool:
         stored = self.users.get(username)
@@ -88,4 +99,7 @@ def load_settings(config: str | os.PathLike | None = None, environ: dict | None 
         api_keys=keys,
         inbox=Path(values.get("inbox", "data/annotations/inbox")),
         batch_root=Path(values.get("batch_root", "runs")),
+        requests_per_second_per_key=float(values.get("requests_per_second_per_key", 0.0)),
+        burst_per_key=int(values.get("burst_per_key", 20)),
+        max_in_flight=int(values.get("max_in_flight", 256)),
     )

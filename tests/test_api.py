@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from model.classifier import ExtortionClassifier
 from model.data_format import Message
-from serve.api import MAX_TEXT_CHARS, MicroBatcher, create_api
+from serve.api import MAX_TEXT_CHARS, MicroBatcher, RateLimiter, create_api
 
 SECRET_TEXT = "不给钱就差评秘密内容"
 
@@ -166,7 +166,53 @@ def test_openapi_documents_the_request_and_response_bodies(client):
     components = schema["components"]["schemas"]
     assert {"ClassifyRequest", "MessageIn", "TurnIn", "ClassifyResponse", "Result", "Problem"} <= set(components)
     assert components["TurnIn"]["properties"]["role"]["enum"] == ["buyer", "seller"]
-    assert set(operation["responses"]) == {"200", "401", "413", "422"}
+    assert set(operation["responses"]) == {"200", "401", "413", "422", "429", "503"}
+
+
+def test_rate_limiter_refills_at_its_rate_and_keeps_clients_apart():
+    now = [0.0]
+    limiter = RateLimiter(rate=2, burst=3, clock=lambda: now[0])
+    assert [limiter.retry_after("a") for _ in range(4)] == [0, 0, 0, pytest.approx(0.5)]
+    assert limiter.retry_after("b") == 0  # another key has its own bucket
+    now[0] = 0.5  # one token back
+    assert limiter.retry_after("a") == 0 and limiter.retry_after("a") == pytest.approx(0.5)
+    assert all(RateLimiter(rate=0).retry_after("a") == 0 for _ in range(100))
+
+
+def test_a_key_over_its_rate_gets_429_with_retry_after(classifier):
+    client = TestClient(create_api(classifier, api_keys=["k1", "k2"], rate_per_key=0.01, burst_per_key=2))
+    body = {"messages": [{"text": "在吗"}]}
+    statuses = [client.post("/v1/classify", json=body, headers=AUTH).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    limited = client.post("/v1/classify", json=body, headers=AUTH)
+    assert int(limited.headers["Retry-After"]) >= 1 and "requests a second" in limited.json()["error"]
+    assert client.post("/v1/classify", json=body, headers={"Authorization": "Bearer k1"}).status_code == 200
+
+
+def test_requests_over_the_in_flight_cap_get_503_and_the_rest_are_answered(classifier):
+    release = threading.Event()
+
+    class Slow:
+        version = classifier.version
+
+        def score(self, messages):
+            release.wait(5)
+            return classifier.score(messages)
+
+    app = create_api(Slow(), max_in_flight=1)
+
+    async def two_at_once():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            first = asyncio.ensure_future(http.post("/v1/classify", json={"messages": [{"text": "在吗"}]}))
+            await asyncio.sleep(0.2)
+            second = await http.post("/v1/classify", json={"messages": [{"text": "好的"}]})
+            release.set()
+            return await first, second
+
+    first, second = asyncio.run(two_at_once())
+    assert first.status_code == 200
+    assert second.status_code == 503 and second.headers["Retry-After"] == "1"
 
 
 def test_message_text_never_reaches_the_logs(client, caplog):
@@ -174,3 +220,12 @@ def test_message_text_never_reaches_the_logs(client, caplog):
         client.post("/v1/classify", json={"messages": [{"text": SECRET_TEXT}], "evidence": True}, headers=AUTH)
         client.post("/v1/classify", content=b'{"messages": [{"text": "' + SECRET_TEXT.encode() + b'", "context": 5}]}', headers=AUTH)
     assert SECRET_TEXT not in caplog.text
+
+
+def test_limits_come_from_the_settings_file(tmp_path):
+    from serve.settings import load_settings
+
+    (tmp_path / "serve.toml").write_text("requests_per_second_per_key = 5\nburst_per_key = 3\nmax_in_flight = 9\n")
+    settings = load_settings(tmp_path / "serve.toml", environ={})
+    assert (settings.requests_per_second_per_key, settings.burst_per_key, settings.max_in_flight) == (5.0, 3, 9)
+    assert load_settings(None, environ={}).requests_per_second_per_key == 0  # no limit unless asked
