@@ -118,6 +118,7 @@ def run_ray(config: BatchConfig) -> dict:
     if not ray.is_initialized():
         ray.init(address=config.ray_address, log_to_driver=False, include_dashboard=False)
     files = ray_input_files(config.inputs)
+    refuse_multi_node_cluster(sum(1 for node in ray.nodes() if node.get("Alive")))
     out = Path(config.output)
     run_info = describe_run(config)
     staging = out / "_ray"
@@ -151,6 +152,14 @@ def run_ray(config: BatchConfig) -> dict:
     shutil.rmtree(staging)
     return summary
 
+
+
+def refuse_multi_node_cluster(alive_nodes: int) -> None:
+    """The scored rows are staged under the output folder by whichever node scored them; on more than one node each
+    node's share would land on its own disk and this machine would read only its own, so such runs are refused."""
+    if alive_nodes > 1:
+        raise ValueError(f"the Ray cluster has {alive_nodes} nodes; this engine stages its rows on the local disk and "
+                         "runs on one node only (use a one-node cluster, or the local engine with --workers)")
 
 
 def describe_run(config: BatchConfig) -> dict:
