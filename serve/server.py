@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from model.classifier import ExtortionClassifier
 
 from .api import create_api
-from .settings import ServeSettings
+from .settings import LoginThrottle, ServeSettings
 
 
 def create_server(settings: ServeSettings, model: str | None = None, precision: str = "auto", device: str = "auto",
@@ -35,6 +35,6 @@ def create_server(settings: ServeSettings, model: str | None = None, precision: 
     api = create_api(classifier, settings.api_keys, micro_batching=micro_batch_wait > 0, max_wait=micro_batch_wait,
                      rate_per_key=settings.requests_per_second_per_key, burst_per_key=settings.burst_per_key,
                      max_in_flight=settings.max_in_flight)
-    auth = settings.check_login if login else None
+    auth = LoginThrottle(settings.check_login) if login else None
     return gr.mount_gradio_app(api, build_app(classifier, settings), path="/", auth=auth,
                                auth_message="Extortion Guard: moderators only", footer_links=[])

@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,28 @@ class ServeSettings:
     def check_login(self, username: str, password: str) -> bool:
         stored = self.users.get(username)
         return stored is not None and check_password(password, stored)
+
+
+class LoginThrottle:
+    """Wraps a login check: after ``attempts`` failures in a row a name is refused for ``lockout`` seconds, whatever the password."""
+
+    def __init__(self, check, attempts: int = 5, lockout: float = 300.0, max_names: int = 10_000, clock=time.monotonic):
+        self.check, self.attempts, self.lockout, self.max_names, self.clock = check, attempts, lockout, max_names, clock
+        self._failures: dict[str, tuple[int, float]] = {}  # name: (failures in a row, locked until)
+
+    def __call__(self, username: str, password: str) -> bool:
+        now = self.clock()
+        failures, locked_until = self._failures.pop(username, (0, 0.0))
+        if locked_until > now:
+            self._failures[username] = (failures, locked_until)
+            return False
+        if self.check(username, password):
+            return True
+        failures += 1
+        self._failures[username] = (0, now + self.lockout) if failures >= self.attempts else (failures, 0.0)
+        if len(self._failures) > self.max_names:  # names are chosen by whoever tries: keep the table bounded
+            del self._failures[next(iter(self._failures))]
+        return False
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:

@@ -229,3 +229,17 @@ def test_limits_come_from_the_settings_file(tmp_path):
     settings = load_settings(tmp_path / "serve.toml", environ={})
     assert (settings.requests_per_second_per_key, settings.burst_per_key, settings.max_in_flight) == (5.0, 3, 9)
     assert load_settings(None, environ={}).requests_per_second_per_key == 0  # no limit unless asked
+
+
+def test_login_is_refused_for_a_while_after_repeated_failures():
+    from serve.settings import LoginThrottle, ServeSettings, hash_password
+
+    settings = ServeSettings(users={"alice": hash_password("correct horse")})
+    now = [0.0]
+    login = LoginThrottle(settings.check_login, attempts=3, lockout=60, clock=lambda: now[0])
+    assert login("alice", "correct horse")
+    assert not any(login("alice", f"guess {i}") for i in range(3))
+    assert not login("alice", "correct horse")  # locked, even with the right password
+    assert login("bob", "x") is False and not login("alice", "correct horse")
+    now[0] = 61
+    assert login("alice", "correct horse")
