@@ -9,7 +9,9 @@ of a batch run's output folder).
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -24,6 +26,20 @@ from model.labels import LABELS, canonical_role
 from .evidence import explain
 from .inbox import append_decision, decision_record
 from .settings import ServeSettings
+
+UPLOAD_PREFIX = "eg-app-batch-"
+UPLOAD_MAX_BYTES = 50 * 2**20  # the app scores uploads while the moderator waits; larger logs belong to `extortion-guard batch`
+UPLOAD_KEEP_SECONDS = 3600
+
+
+def remove_old_uploads(now: float | None = None) -> int:
+    """Remove the app's scored uploads older than an hour (the moderator has downloaded them or left); returns how many."""
+    now = time.time() if now is None else now
+    old = [p for p in Path(tempfile.gettempdir()).glob(f"{UPLOAD_PREFIX}*") if now - p.stat().st_mtime > UPLOAD_KEEP_SECONDS]
+    for folder in old:
+        shutil.rmtree(folder, ignore_errors=True)
+    return len(old)
+
 
 EXAMPLES = [
     ["要么花钱消灾，要么更多的人来给你差评", "buyer", []],
@@ -81,13 +97,19 @@ def build_app(classifier, settings: ServeSettings) -> gr.Blocks:
 
         if upload is None:
             raise gr.Error("upload a .csv or .jsonl file first")
-        out = Path(tempfile.mkdtemp(prefix="eg-app-batch-"))
+        if Path(upload).stat().st_size > UPLOAD_MAX_BYTES:
+            raise gr.Error(f"the file is over {UPLOAD_MAX_BYTES // 2**20} MB: score it with `extortion-guard batch`")
+        remove_old_uploads()
+        out = Path(tempfile.mkdtemp(prefix=UPLOAD_PREFIX))
         try:
             summary = run_local(BatchConfig([upload], str(out / "job"), quiet=True, model=None), classifier=classifier)
+            csv_path = out / "predictions.csv"
+            pyarrow.csv.write_csv(pq.read_table(out / "job" / "predictions.parquet"), csv_path)
         except ValueError as error:
+            shutil.rmtree(out, ignore_errors=True)
             raise gr.Error(str(error)) from error
-        csv_path = out / "predictions.csv"
-        pyarrow.csv.write_csv(pq.read_table(out / "job" / "predictions.parquet"), csv_path)
+        finally:
+            shutil.rmtree(out / "job", ignore_errors=True)  # only the CSV is offered for download
         counts = {k: summary[k] for k in ("rows_in", "predictions", "errors", "label_counts")}
         return str(csv_path), counts
 

@@ -18,7 +18,7 @@ def create_server(settings: ServeSettings, model: str | None = None, precision: 
     """
     import gradio as gr
 
-    from .app import build_app
+    from .app import UPLOAD_MAX_BYTES, build_app
 
     if login and not settings.users:
         raise ValueError(
@@ -37,4 +37,4 @@ def create_server(settings: ServeSettings, model: str | None = None, precision: 
                      max_in_flight=settings.max_in_flight)
     auth = LoginThrottle(settings.check_login) if login else None
     return gr.mount_gradio_app(api, build_app(classifier, settings), path="/", auth=auth,
-                               auth_message="Extortion Guard: moderators only", footer_links=[])
+                               auth_message="Extortion Guard: moderators only", footer_links=[], max_file_size=UPLOAD_MAX_BYTES)

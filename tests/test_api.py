@@ -243,3 +243,20 @@ def test_login_is_refused_for_a_while_after_repeated_failures():
     assert login("bob", "x") is False and not login("alice", "correct horse")
     now[0] = 61
     assert login("alice", "correct horse")
+
+
+def test_the_apps_old_scored_uploads_are_removed(tmp_path, monkeypatch):
+    import os
+    import tempfile
+
+    from serve.app import UPLOAD_PREFIX, remove_old_uploads
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    old, fresh, other = tmp_path / f"{UPLOAD_PREFIX}old", tmp_path / f"{UPLOAD_PREFIX}new", tmp_path / "someone-elses"
+    for folder in (old, fresh, other):
+        folder.mkdir()
+        (folder / "predictions.csv").write_text("x")
+    os.utime(old, (1_000, 1_000))
+    os.utime(other, (1_000, 1_000))
+    assert remove_old_uploads(now=1_000 + 7_200) == 1
+    assert not old.exists() and fresh.exists() and other.exists()
