@@ -135,3 +135,38 @@ def test_rollback_returns_to_a_promoted_folder_named_like_the_shipped_default(tm
     assert current_model_dir() == tmp_path / "models" / shipped  # the promoted folder, not model/default
     rollback()
     assert current_model_dir() == DEFAULT_MODEL_DIR
+
+
+def _promote_in_another_process(run, models):
+    import os
+
+    os.environ["EXTORTION_GUARD_MODELS"] = models
+    from pathlib import Path
+
+    from training.registry import Tolerances, promote
+
+    promote(Path(run), Tolerances())
+
+
+def test_two_promotions_at_once_both_land_in_the_registry(tmp_path, monkeypatch):
+    import multiprocessing
+
+    monkeypatch.setenv("EXTORTION_GUARD_MODELS", str(tmp_path / "models"))
+    runs = []
+    for name in ("left", "right"):
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        (run / "comparison.json").write_text(json.dumps({"parent": {}, "candidate": {}}))
+        (run / "model.safetensors").write_bytes(b"\0" * 2_000_000)  # copying takes a moment, so the two overlap
+        runs.append(run)
+    spawn = multiprocessing.get_context("spawn")
+    processes = [spawn.Process(target=_promote_in_another_process, args=(str(run), str(tmp_path / "models"))) for run in runs]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(120)
+    assert [p.exitcode for p in processes] == [0, 0]
+    registry = read_registry(tmp_path / "models")
+    assert sorted(e["version"] for e in registry["history"]) == ["left", "right"]
+    assert registry["current"] in ("left", "right") and registry["history"][-1]["version"] == registry["current"]
+    assert registry["history"][1]["previous"] == registry["history"][0]["version"]  # the second saw the first

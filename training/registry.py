@@ -22,7 +22,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from model.classifier import DEFAULT_MODEL_DIR
+from model.registry import DEFAULT_MODEL_DIR
 from model.files import write_text_atomically
 from model.registry import read_registry, registry_root
 
