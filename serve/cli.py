@@ -19,6 +19,8 @@ from model.labels import canonical_role
 
 
 EXIT_SOME_ERRORS = 3
+# predict --input scores this many messages at a time, so that results appear and progress shows as it goes.
+PREDICT_CHUNK = 4096
 
 
 class UsageError(Exception):
@@ -214,13 +216,20 @@ def cmd_predict(args) -> int:
         if args.context or args.role:
             raise UsageError("--context and --role go with a TEXT argument; in --input files each line has its own")
         records = read_messages([args.input or "-"])
+    from tqdm import tqdm
+
     classifier = ExtortionClassifier.from_pretrained(args.model, device=args.device)
-    predictions = classifier.predict(records, batch_size=args.batch_size)
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    chunk = PREDICT_CHUNK
+    progress = tqdm(total=len(records), unit="msg", file=sys.stderr, disable=args.quiet or len(records) <= chunk)
     try:
-        for prediction in predictions:
-            out.write(json.dumps(prediction.to_json(), ensure_ascii=False) + "\n")
+        for start in range(0, len(records), chunk):
+            for prediction in classifier.predict(records[start : start + chunk], batch_size=args.batch_size):
+                out.write(json.dumps(prediction.to_json(), ensure_ascii=False) + "\n")
+            out.flush()
+            progress.update(min(chunk, len(records) - start))
     finally:
+        progress.close()
         if out is not sys.stdout:
             out.close()
     return 0
@@ -476,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", default=None, help="model folder or hub id (default: the shipped model)")
     predict.add_argument("--batch-size", type=int, default=64)
     predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    predict.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     predict.set_defaults(func=cmd_predict)
 
     batch = commands.add_parser(

@@ -29,6 +29,19 @@ def test_predict_file_writes_one_line_per_input_with_ids(tiny_model_dir, tmp_pat
     assert [line["id"] for line in lines] == ["a", "b"]
 
 
+def test_predict_writes_chunk_by_chunk_in_input_order_with_progress(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("serve.cli.PREDICT_CHUNK", 3)
+    records = [{"id": f"m{i}", "text": "在吗" * (7 - i)} for i in range(7)]  # lengths falling: sorting must not reorder
+    target = tmp_path / "out.jsonl"
+    code, _, err = run(["predict", "--input", str(write_jsonl(tmp_path / "in.jsonl", records)), "--output", str(target),
+                        "--model", str(tiny_model_dir)], capsys)
+    assert code == 0 and [json.loads(line)["id"] for line in target.read_text().splitlines()] == [r["id"] for r in records]
+    assert "7/7" in err
+    code, _, err = run(["predict", "--input", str(tmp_path / "in.jsonl"), "--output", str(target), "--model", str(tiny_model_dir),
+                        "--quiet"], capsys)
+    assert code == 0 and "7/7" not in err
+
+
 def test_predict_reads_stdin(tiny_model_dir, monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO('{"id": "s1", "text": "发货了吗"}\n'))
     code, out, _ = run(["predict", "--model", str(tiny_model_dir)], capsys)
