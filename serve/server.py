@@ -30,6 +30,7 @@ def create_server(settings: ServeSettings, model: str | None = None, precision: 
     import jieba
 
     # Load jieba's dictionary, text preparation's tables and the model's first allocations now, not during the first requests.
+    jieba.setLogLevel(60)  # its "Building prefix dict" lines went to the server log twice (its handler and uvicorn's)
     jieba.initialize()
     classifier.predict("预热，不给钱就差评")
     api = create_api(classifier, settings.api_keys, micro_batching=micro_batch_wait > 0, max_wait=micro_batch_wait,
