@@ -1,4 +1,4 @@
-"""Writing files so that a reader never sees half of one."""
+"""Files: writing them so that a reader never sees half of one, and where caches live."""
 
 from __future__ import annotations
 
@@ -26,3 +26,10 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
 def write_text_atomically(path: str | os.PathLike, text: str) -> None:
     with atomic_write(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def cache_root() -> Path:
+    """``$EXTORTION_GUARD_CACHE``, else ``~/.cache/extortion-guard`` (``$XDG_CACHE_HOME`` respected)."""
+    if "EXTORTION_GUARD_CACHE" in os.environ:
+        return Path(os.environ["EXTORTION_GUARD_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "extortion-guard"

@@ -344,6 +344,32 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    import os
+    import platform
+
+    import torch
+
+    from model.classifier import ExtortionClassifier
+    from model.runtime import WORKLOADS, _cpu_flags, choose_runtime, default_cache
+
+    classifier = ExtortionClassifier.from_pretrained(args.model, device=args.device, precision="fp32")
+    if classifier.device.type == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+    print(f"model {classifier.version} on {classifier.device}; CPU {platform.processor() or platform.machine()}, "
+          f"{torch.get_num_threads()} threads, features: {', '.join(sorted(_cpu_flags())) or 'none found'}")
+    for workload in WORKLOADS:
+        choice = choose_runtime(classifier, workload, budget_seconds=args.seconds, fresh=True)
+        unit = "ms per message" if workload == "batch" else "ms per call"
+        print(f"\n{workload}: {choice.path.name} ({choice.reason})")
+        for name, ms in sorted(choice.milliseconds.items(), key=lambda item: item[1]):
+            print(f"  {name:12s} {ms:8.2f} {unit}")
+        for name, why in choice.refused.items():
+            print(f"  {name:12s} not tried: {why}")
+    print(f"\nchoices saved in {default_cache()}: `serve` and `batch` with --precision auto use them on this machine")
+    return 0
+
+
 def cmd_hash_password(args) -> int:
     import getpass
 
@@ -502,7 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--chunk-rows", type=int, default=10_000, help="rows per chunk (unit of memory and of resumption)")
     batch.add_argument("--batch-size", type=int, default=64)
     batch.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    batch.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8"], help="auto: bf16 where the hardware has it")
+    batch.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8"],
+                       help="auto: the fastest path measured here that keeps the labels (see `extortion-guard doctor`)")
     batch.add_argument("--workers", type=int, default=1, help="scoring processes (local engine)")
     batch.add_argument("--engine", default="local", choices=["local", "ray"])
     batch.add_argument("--ray-address", default=None, help="Ray cluster to join (e.g. ray://head:10001 or auto); default: a local instance")
@@ -547,12 +574,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--model", default=None, help="model folder or hub id (default: the shipped model)")
     serve.add_argument("--config", default=None, help="settings file (TOML): users, api_keys, inbox, batch_root")
-    serve.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8"])
+    serve.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8"],
+                       help="auto: the fastest path for one message measured here that keeps the labels (see `extortion-guard doctor`)")
     serve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     serve.add_argument("--no-login", action="store_true", help="no moderator login (only on a machine only you can reach)")
     serve.add_argument("--micro-batch-wait-ms", type=float, default=5.0, help="under concurrent load, how long a model call waits for more requests; 0: no micro-batching")
     serve.set_defaults(func=cmd_serve)
 
+    doctor = commands.add_parser("doctor", help="time each way of running the model here and say which --precision auto uses")
+    doctor.add_argument("--model", default=None, help="model folder (default: the current model)")
+    doctor.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    doctor.add_argument("--seconds", type=float, default=4.0, help="time spent measuring each workload")
+    doctor.set_defaults(func=cmd_doctor)
     hashing = commands.add_parser("hash-password", help="print a password hash for the settings file or EXTORTION_GUARD_USERS")
     hashing.add_argument("--stdin", action="store_true", help="read the password from stdin instead of prompting")
     hashing.set_defaults(func=cmd_hash_password)

@@ -14,22 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from model.classifier import as_message
 from model.data_format import Message
-from model.files import atomic_write
+from model.files import atomic_write, cache_root
 from model.labels import LABELS
-
-
-def cache_root() -> Path:
-    """``$EXTORTION_GUARD_CACHE``, else ``~/.cache/extortion-guard`` (``$XDG_CACHE_HOME`` respected)."""
-    if "EXTORTION_GUARD_CACHE" in os.environ:
-        return Path(os.environ["EXTORTION_GUARD_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "extortion-guard"
 
 
 def model_digest(model_dir: str | Path) -> str:

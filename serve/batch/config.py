@@ -38,7 +38,8 @@ class BatchConfig:
     """``auto``, ``cpu`` or ``cuda``."""
 
     precision: str = "auto"
-    """``auto`` (bf16 where the hardware has it, else fp32), ``fp32``, ``bf16`` or ``int8`` (CPU only)."""
+    """``auto`` (the fastest path measured on this machine that keeps the labels, :mod:`model.runtime`), ``fp32``,
+    ``bf16`` or ``int8`` (CPU only)."""
 
     workers: int = 1
     """Scoring processes (local engine); each gets an equal share of the CPU threads."""

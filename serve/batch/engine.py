@@ -152,12 +152,18 @@ class Scorer:
             self.version = model_version(config.model)
             self.precision = resolve_precision(config.precision, device)
             return
-        if self.classifier is None:
-            self.classifier = ExtortionClassifier.from_pretrained(config.model, device=config.device, precision=config.precision)
-        if self.classifier.device.type == "cpu":
+        if device.type == "cpu":
             torch.set_num_threads(os.cpu_count() or 1)
+        if self.classifier is None and config.precision == "auto":  # measured: the fastest path for full batches
+            from model.runtime import choose_runtime
+
+            self.classifier = ExtortionClassifier.from_pretrained(config.model, device=config.device, precision="fp32")
+            self.precision = choose_runtime(self.classifier, "batch").path.name
+        else:
+            if self.classifier is None:
+                self.classifier = ExtortionClassifier.from_pretrained(config.model, device=config.device, precision=config.precision)
+            self.precision = self.classifier.precision
         self.version = self.classifier.version
-        self.precision = self.classifier.precision
 
     def submit(self, messages: list[Message]):
         if self.pool is not None:
