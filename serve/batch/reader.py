@@ -133,8 +133,8 @@ def _open_text(path: Path) -> io.TextIOBase:
     # surrogateescape keeps undecodable bytes as lone surrogates, which to_chat_row turns into error rows;
     # "replace" would score them as text.
     if path.suffix.lower() == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="surrogateescape", newline="")
-    return open(path, encoding="utf-8", errors="surrogateescape", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", errors="surrogateescape", newline="")
+    return open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")  # -sig: a byte order mark is dropped
 
 
 def _jsonl_records(path: Path):
@@ -147,6 +147,9 @@ def _jsonl_records(path: Path):
             except json.JSONDecodeError as error:
                 yield number, ErrorRow(str(path), number, f"not valid JSON: {error.msg} at column {error.colno}")
                 continue
+            except RecursionError:
+                yield number, ErrorRow(str(path), number, "not valid JSON here: nested too deeply")
+                continue
             if not isinstance(record, dict):
                 yield number, ErrorRow(str(path), number, f"expected a JSON object, got {type(record).__name__}")
                 continue
@@ -154,13 +157,24 @@ def _jsonl_records(path: Path):
 
 
 _EXTRA_FIELDS = "\0extra"
+# Zero-width and bidirectional format characters, the soft hyphen and the byte order mark: a text of only these is empty.
+_INVISIBLE = dict.fromkeys([0x00AD, 0x180E, 0xFEFF, *range(0x200B, 0x2010), *range(0x202A, 0x202F), *range(0x2060, 0x2070)])
 
 
 def _csv_records(path: Path):
     # The csv module rather than pyarrow's reader: a malformed row must become an error row with its number.
     with _open_text(path) as handle:
-        reader = csv.DictReader(handle, restkey=_EXTRA_FIELDS)
-        for number, record in enumerate(reader, start=1):
+        reader = csv.DictReader(handle, restkey=_EXTRA_FIELDS, strict=True)  # strict: broken quoting is an error, not text
+        number = 0
+        while True:
+            number += 1
+            try:
+                record = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as error:  # e.g. a quote never closed: the rest of the file was swallowed into one field
+                yield number, ErrorRow(str(path), number, f"broken CSV quoting: {error}")
+                continue
             if _EXTRA_FIELDS in record:
                 fields = len(reader.fieldnames) + len(record[_EXTRA_FIELDS])
                 yield number, ErrorRow(str(path), number, f"row has {fields} fields, the header {len(reader.fieldnames)}")
@@ -189,8 +203,8 @@ def to_chat_row(record: dict, file: str, row: int, columns: dict[str, str]) -> C
         return ErrorRow(file, row, f"no {columns.get('text', 'text')!r} field", message_id)
     if not isinstance(text, str):
         return ErrorRow(file, row, f"text is {type(text).__name__}, not a string", message_id)
-    if not text.strip():
-        return ErrorRow(file, row, "text is empty or whitespace only", message_id)
+    if not text.translate(_INVISIBLE).strip():
+        return ErrorRow(file, row, "text is empty or whitespace only (invisible format characters not counted)", message_id)
     if (field := _field_not_utf8(record)) is not None:
         return ErrorRow(file, row, f"field {field!r} is not valid UTF-8 (undecodable bytes or a lone surrogate)", message_id)
     raw_role = get("sender_role") if get("sender_role") is not None else record.get("role")

@@ -37,7 +37,8 @@ def _histograms(rollups: Rollups) -> str:
         edges = HISTOGRAM_EDGES
         for label, counts in rollups.histograms.items():
             # Counts made batch by batch, drawn as the histogram of the bin starts weighted by their counts.
-            axes.hist(edges[:-1], bins=edges, weights=counts, alpha=0.6, label=label, log=True)
+            # A log axis needs a positive count: with no predictions (every row an error) it stays linear.
+            axes.hist(edges[:-1], bins=edges, weights=counts, alpha=0.6, label=label, log=bool(sum(counts)))
         axes.set_xlabel("probability")
         axes.set_ylabel("messages (log)")
         axes.legend()
