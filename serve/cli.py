@@ -600,6 +600,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, InvalidDataError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a full disk, a lost mount: say what failed; whatever was half-written is not presented as finished
+        print(f"error: {error.strerror or error}" + (f": {error.filename}" if error.filename else ""), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -306,3 +306,50 @@ def test_the_ray_engine_refuses_a_cluster_of_several_nodes():
     refuse_multi_node_cluster(1)
     with pytest.raises(ValueError, match="3 nodes"):
         refuse_multi_node_cluster(3)
+
+
+def test_a_full_disk_fails_clearly_leaves_nothing_half_written_and_the_rerun_resumes(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    import errno
+
+    from serve.batch import engine
+    from serve.cli import main
+
+    log = write_jsonl(tmp_path / "log.jsonl", chat_rows(50))
+    args = ["batch", str(log), "--output", str(tmp_path / "out"), "--model", str(tiny_model_dir), "--precision", "fp32",
+            "--chunk-rows", "16", "--quiet"]
+    write_table, written = engine.pq.write_table, []
+
+    def fills_the_disk_on_the_third_part(table, where, *a, **k):
+        if len(written) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(where))
+        written.append(where)
+        return write_table(table, where, *a, **k)
+
+    monkeypatch.setattr(engine.pq, "write_table", fills_the_disk_on_the_third_part)
+    assert main(args) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    out = tmp_path / "out"
+    assert not (out / "summary.json").exists() and not (out / "predictions.parquet").exists()
+    assert not list(out.rglob("*.tmp")) and len(list((out / "_parts").glob("part-*.parquet"))) == 2
+    monkeypatch.setattr(engine.pq, "write_table", write_table)
+    assert main(args) == 0
+    clean = tmp_path / "clean"
+    assert main([*args[:3], str(clean), *args[4:]]) == 0
+    assert pq.read_table(out / "predictions.parquet").equals(pq.read_table(clean / "predictions.parquet"))
+
+
+def test_message_text_never_reaches_the_logs_or_stderr(tiny_model_dir, tmp_path, caplog, capsys):
+    import logging
+
+    from serve.cli import main
+
+    secret = "不给钱就差评秘密内容"
+    rows = [*chat_rows(5), {"message_id": "s", "conversation_id": "c1", "text": secret},
+            {"message_id": "bad", "text": secret, "sender_role": "robot"}, '{"text": "' + secret]
+    log = write_jsonl(tmp_path / "log.jsonl", rows)
+    with caplog.at_level(logging.DEBUG):
+        code = main(["--verbose", "batch", str(log), "--output", str(tmp_path / "out"), "--model", str(tiny_model_dir),
+                     "--precision", "fp32"])
+    captured = capsys.readouterr()
+    assert code == 3 and secret not in caplog.text and secret not in captured.err and secret not in captured.out
+    assert secret not in (tmp_path / "out" / "errors.jsonl").read_text(encoding="utf-8")  # reasons name the problem, not the text
