@@ -353,3 +353,93 @@ def test_message_text_never_reaches_the_logs_or_stderr(tiny_model_dir, tmp_path,
     captured = capsys.readouterr()
     assert code == 3 and secret not in caplog.text and secret not in captured.err and secret not in captured.out
     assert secret not in (tmp_path / "out" / "errors.jsonl").read_text(encoding="utf-8")  # reasons name the problem, not the text
+
+
+KILL_POINTS = ("reading", "first-score", "third-score", "part-errors-written", "part-parquet-half-written", "after-two-parts",
+               "predictions-written", "rollups-half-written", "report", "summary")
+
+
+def _die_at(config, point):
+    """Run the job and die as kill -9 would (os._exit: no cleanup) at ``point``."""
+    import os
+
+    import serve.batch.engine as engine
+    import serve.batch.outputs as outputs
+    import serve.batch.report as report
+
+    def die(*_, **__):
+        os._exit(9)
+
+    def after(calls: int, function, then_die_before: bool = False):
+        count = [0]
+
+        def wrapped(*args, **kwargs):
+            count[0] += 1
+            if count[0] == calls and then_die_before:
+                die()
+            result = function(*args, **kwargs)
+            if count[0] == calls and not then_die_before:
+                die()
+            return result
+
+        return wrapped
+
+    if point == "reading":
+        original = engine.read_file
+
+        def read_then_die(*args, **kwargs):
+            for number, row in enumerate(original(*args, **kwargs)):
+                if number == 40:
+                    die()
+                yield row
+
+        engine.read_file = read_then_die
+    elif point == "first-score":
+        engine.Scorer.submit = after(1, engine.Scorer.submit, then_die_before=True)
+    elif point == "third-score":
+        engine.Scorer.submit = after(3, engine.Scorer.submit, then_die_before=True)
+    elif point == "part-errors-written":  # a part's error file is written, its predictions not yet
+        engine.atomic_write = after(3, engine.atomic_write, then_die_before=True)
+    elif point == "part-parquet-half-written":
+        original_write = engine.pq.write_table
+        count = [0]
+
+        def half(table, where, *args, **kwargs):
+            count[0] += 1
+            if count[0] == 3:
+                open(where, "wb").write(b"PAR1 half")
+                die()
+            return original_write(table, where, *args, **kwargs)
+
+        engine.pq.write_table = half
+    elif point == "after-two-parts":
+        engine.write_part = after(2, engine.write_part)
+    elif point == "predictions-written":
+        outputs.write_rollups = die
+    elif point == "rollups-half-written":
+        outputs.pq.write_table = after(2, outputs.pq.write_table)
+    elif point == "report":
+        report.write_report = die
+    elif point == "summary":
+        outputs.write_text_atomically = die
+    engine.run_local(config)
+
+
+def test_kill_9_at_ten_points_then_the_rerun_equals_an_uninterrupted_run(tiny_model_dir, tmp_path):
+    log = write_jsonl(tmp_path / "log.jsonl", [*chat_rows(90)[:45], {"message_id": "bad", "text": " "}, *chat_rows(90)[45:]])
+    _, reference = run(tmp_path / "reference", [log], tiny_model_dir)
+    spawn = multiprocessing.get_context("spawn")
+    for point in KILL_POINTS:
+        out = tmp_path / point
+        config = BatchConfig([str(log)], str(out), model=tiny_model_dir, chunk_rows=16, quiet=True, precision="fp32")
+        process = spawn.Process(target=_die_at, args=(config, point))
+        process.start()
+        process.join(120)
+        assert process.exitcode == 9, point
+        assert not (out / "summary.json").exists(), point  # never presented as finished
+        summary = run_local(config)
+        assert summary["rows_in"] == 91 and summary["errors"] == 1, point
+        for name in ("predictions", "conversations", "senders", "shops"):
+            assert pq.read_table(out / f"{name}.parquet").equals(pq.read_table(reference / f"{name}.parquet")), (point, name)
+        assert (out / "errors.jsonl").read_bytes() == (reference / "errors.jsonl").read_bytes(), point
+        assert not list(out.rglob("*.tmp")) and not (out / "_parts").exists(), point
