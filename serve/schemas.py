@@ -11,6 +11,9 @@ from model.labels import LABELS, canonical_role
 MAX_MESSAGES = 64
 MAX_BODY_BYTES = 1_000_000
 MAX_TEXT_CHARS = 2_000
+# At least one character that is not whitespace to Python's str.strip (the data format's rule for texts), which also
+# strips the separators \x1c-\x1f and \x85 that some regular expression engines do not count as whitespace.
+VISIBLE = r"[^\s\x1c-\x1f\x85]"
 
 # Aliases (买家, 客服, merchant …, model.labels.ROLE_ALIASES) become buyer or seller; anything else fails the Literal.
 Role = Annotated[Literal["buyer", "seller"], BeforeValidator(lambda name: canonical_role(name) or name)]
@@ -21,14 +24,14 @@ class TurnIn(BaseModel):
 
     model_config = ConfigDict(strict=True)
     role: Role = Field(description="Who sent the turn.")
-    text: str = Field(description="What the turn said.")
+    text: str = Field(pattern=VISIBLE, description="What the turn said (not blank).")
 
 
 class MessageIn(BaseModel):
     """One message to classify, judged with the turns before it."""
 
     model_config = ConfigDict(strict=True)
-    text: str = Field(description=f"The message; longer than {MAX_TEXT_CHARS:,} characters it is cut and flagged `truncated`.")
+    text: str = Field(pattern=VISIBLE, description=f"The message (not blank); longer than {MAX_TEXT_CHARS:,} characters it is cut and flagged `truncated`.")
     context: list[TurnIn] | None = Field(None, description="Earlier turns of the same conversation, oldest first.")
     id: str | None = Field(None, description="Any id of yours; returned with the result.")
     role: Role | None = Field(None, description="Who sent the message; a seller's message is read as the seller's.")
