@@ -121,8 +121,11 @@ def machine_key(classifier: ExtortionClassifier, workload: str) -> str:
         ort = None
     cpu = platform.processor() or platform.machine()
     flags = _cpu_flags()
+    # The weights by their files' sizes and times: a model retrained into the same folder is measured again.
+    folder = Path(str(getattr(classifier.model, "name_or_path", "")))
+    weights = [f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in sorted(folder.glob("*.safetensors"))] if folder.is_dir() else []
     parts = [cpu, " ".join(sorted(flags)), str(classifier.device), torch.__version__, transformers.__version__, str(ort),
-             classifier.version, str(classifier.model.config.num_hidden_layers), workload, str(torch.get_num_threads())]
+             classifier.version, *weights, workload, str(torch.get_num_threads())]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 

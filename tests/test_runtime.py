@@ -111,3 +111,22 @@ def test_batch_with_auto_precision_measures_and_keeps_the_labels(tiny_model_dir,
         labels[precision] = pq.read_table(tmp_path / precision / "predictions.parquet").column("label").to_pylist()
     assert summary["precision"] in ("torch fp32", "torch bf16", "onnx fp32")  # the measured path is reported
     assert labels["auto"] == labels["fp32"]
+
+
+def test_new_weights_in_the_same_folder_are_measured_again(tiny_model_dir, tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: False)
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    calls, timings = [], {"torch fp32": 5.0, "onnx fp32": 2.0}
+    for _ in range(2):
+        choose_runtime(ExtortionClassifier.from_pretrained(folder, device="cpu"), "batch", cache=tmp_path / "r.json",
+                       measure=fake_timings(timings, calls))
+    assert len(calls) == 2  # the second load found the choice
+    weights = next(folder.glob("*.safetensors"))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # retrained in place
+    choose_runtime(ExtortionClassifier.from_pretrained(folder, device="cpu"), "batch", cache=tmp_path / "r.json",
+                   measure=fake_timings(timings, calls))
+    assert len(calls) == 4
