@@ -127,6 +127,7 @@ class ExtortionClassifier:
             raise ValueError(f"model labels {labels} are not the expected {list(LABELS)}")
         self.labels = labels
         self.onnx = None  # an OnnxEncoder once use_onnx_runtime() is called
+        self._exported: dict[bool, object] = {}  # int8 or not: the ONNX Runtime encoders exported so far
 
     @classmethod
     def from_pretrained(
@@ -166,8 +167,11 @@ class ExtortionClassifier:
 
         if self.device.type != "cpu" or self.precision not in ("fp32", "int8") or not onnx_runtime.available():
             return False
-        names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in self.tokenizer.model_input_names]
-        self.onnx = onnx_runtime.OnnxEncoder(self.float_model, names, threads, int8=self.precision == "int8")
+        int8 = self.precision == "int8"
+        if self._exported.get(int8) is None:  # a second call (model.runtime switching back to it) reuses the graph
+            names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in self.tokenizer.model_input_names]
+            self._exported[int8] = onnx_runtime.OnnxEncoder(self.float_model, names, threads, int8=int8)
+        self.onnx = self._exported[int8]
         return True
 
     @property

@@ -18,7 +18,7 @@ import hashlib
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -80,17 +80,12 @@ def candidate_paths(device: torch.device, bf16_native: bool, onnx_available: boo
 
 
 def use_path(classifier: ExtortionClassifier, path: RuntimePath) -> None:
-    """Switch a classifier loaded in fp32 to ``path`` (the ONNX graph is exported once and kept)."""
-    if path.runtime == "onnx":
-        if getattr(classifier, "_onnx_encoder", None) is None:
-            classifier.precision = "fp32"
-            if not classifier.use_onnx_runtime():
-                raise ValueError("ONNX Runtime cannot run this classifier here")
-            classifier._onnx_encoder = classifier.onnx
-        classifier.onnx = classifier._onnx_encoder
-    else:
-        classifier.onnx = None
+    """Switch a classifier loaded in fp32 to ``path`` (the classifier exports its ONNX graph once and keeps it)."""
     classifier.precision = path.precision
+    if path.runtime == "torch":
+        classifier.onnx = None
+    elif not classifier.use_onnx_runtime():
+        raise ValueError("ONNX Runtime cannot run this classifier here")
 
 
 def time_path(classifier: ExtortionClassifier, workload: str, budget_seconds: float) -> float:
@@ -120,7 +115,7 @@ def machine_key(classifier: ExtortionClassifier, workload: str) -> str:
     except ImportError:
         ort = None
     cpu = platform.processor() or platform.machine()
-    flags = _cpu_flags()
+    flags = cpu_flags()
     # The weights by their files' sizes and times: a model retrained into the same folder is measured again.
     folder = Path(str(getattr(classifier.model, "name_or_path", "")))
     weights = [f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in sorted(folder.glob("*.safetensors"))] if folder.is_dir() else []
@@ -129,7 +124,8 @@ def machine_key(classifier: ExtortionClassifier, workload: str) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
-def _cpu_flags() -> set[str]:
+def cpu_flags() -> set[str]:
+    """The CPU features that decide which paths are fast (from /proc/cpuinfo; empty elsewhere)."""
     wanted = {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "amx_int8"}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -191,7 +187,3 @@ def _write_cache(path: Path, key: str, value: dict) -> None:
     entries[key] = value
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomically(path, json.dumps(entries, indent=1))
-
-
-def describe(choice: RuntimeChoice) -> dict:
-    return asdict(choice) | {"path": choice.path.name}

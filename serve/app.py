@@ -61,9 +61,9 @@ def parse_context(rows) -> tuple[Turn, ...]:
         role, text = (list(row) + ["", ""])[:2]
         if not str(text or "").strip():
             continue
-        if canonical_role(role) is None:
+        if (sender := canonical_role(role)) is None:
             raise gr.Error(f"context row {i + 1}: role must be buyer or seller, not {str(role)[:20]!r}")
-        turns.append(Turn(canonical_role(role), str(text)))
+        turns.append(Turn(sender, str(text)))
     return tuple(turns)
 
 

@@ -31,10 +31,10 @@ def parse_turn(spec: str) -> Turn:
     """``buyer:text`` or ``卖家：text`` into a context turn."""
     for sep in (":", "："):
         role, found, text = spec.partition(sep)
-        if found and canonical_role(role):
+        if found and (sender := canonical_role(role)):
             if not text.strip():
                 raise UsageError(f"--context {spec!r}: the turn's text is empty")
-            return Turn(canonical_role(role), text)
+            return Turn(sender, text)
     raise UsageError(f"--context {spec!r}: expected ROLE:TEXT with ROLE buyer or seller (or 买家/卖家, 客服 …)")
 
 
@@ -351,13 +351,13 @@ def cmd_doctor(args) -> int:
     import torch
 
     from model.classifier import ExtortionClassifier
-    from model.runtime import WORKLOADS, _cpu_flags, choose_runtime, default_cache
+    from model.runtime import WORKLOADS, choose_runtime, cpu_flags, default_cache
 
     classifier = ExtortionClassifier.from_pretrained(args.model, device=args.device, precision="fp32")
     if classifier.device.type == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
     print(f"model {classifier.version} on {classifier.device}; CPU {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads, features: {', '.join(sorted(_cpu_flags())) or 'none found'}")
+          f"{torch.get_num_threads()} threads, features: {', '.join(sorted(cpu_flags())) or 'none found'}")
     for workload in WORKLOADS:
         choice = choose_runtime(classifier, workload, budget_seconds=args.seconds, fresh=True)
         unit = "ms per message" if workload == "batch" else "ms per call"

@@ -134,3 +134,11 @@ def test_loading_prints_no_progress_bar_and_leaves_the_setting_alone(tiny_model_
     ExtortionClassifier.from_pretrained(tiny_model_dir, device="cpu")
     assert "Loading weights" not in capfd.readouterr().err
     assert transformers_logging.is_progress_bar_enabled()  # training's own bars still show
+
+
+def test_onnx_runtime_is_exported_once_and_reused_after_switching_back(tiny_model_dir):
+    classifier = ExtortionClassifier.from_pretrained(tiny_model_dir, device="cpu", precision="fp32")
+    assert classifier.use_onnx_runtime()
+    first = classifier.onnx
+    classifier.onnx = None  # back to PyTorch, as model.runtime does while it times the paths
+    assert classifier.use_onnx_runtime() and classifier.onnx is first
