@@ -14,7 +14,9 @@ MINIMUM = {"extortion": 2000, "coercion": 1200, "complaint": 2500, "normal": 350
 
 @pytest.fixture(scope="module")
 def corpus():
-    return load_corpus(["data/annotations/messages"], FROZEN_TEST, ["data/annotations/challenge"], eval_paths=["data/annotations/eval"])
+    return load_corpus(
+        ["data/annotations/messages"], FROZEN_TEST, ["data/annotations/challenge"], eval_paths=["data/annotations/eval"], tuning_paths=["data/annotations/tuning"]
+    )
 
 
 def test_corpus_size_and_label_minimums(corpus):
@@ -48,10 +50,10 @@ def test_challenge_sets_keep_at_least_200_items(corpus):
 
 def test_no_near_duplicate_crosses_splits(corpus):
     messages, _ = corpus.labelled()
-    challenge = [m for ms in (*corpus.challenges.values(), *corpus.eval_sets.values()) for m in ms]
+    challenge = [m for ms in (*corpus.challenges.values(), *corpus.eval_sets.values(), corpus.tuning) for m in ms]
     everything = messages + challenge
     splits = assign_splits(everything, read_frozen_test(FROZEN_TEST), frozenset(m.id for m in challenge))
-    # Challenge and evaluation sets, test and excluded messages are all kept out of training, so ties among them leak nothing.
+    # Challenge, evaluation and tuning sets, test and excluded messages are all kept out of training, so ties among them leak nothing.
     allowed_across = {frozenset({"challenge", "excluded"}), frozenset({"challenge", "test"}), frozenset({"test", "excluded"})}
     crossing = [
         (everything[i].id, splits[i], everything[j].id, splits[j])
@@ -76,3 +78,11 @@ def test_independent_evaluation_sets_are_held_out_and_say_who_wrote_them(corpus)
     held_out = {m.id for ms in corpus.eval_sets.values() for m in ms}
     assert not held_out & {m.id for m in corpus.train + corpus.dev + corpus.test}
     assert {m.label for m in blind} == {"extortion", "coercion", "complaint", "normal"}
+
+
+def test_tuning_sets_are_held_out_and_written_by_other_writers_than_the_blind_set(corpus):
+    assert len(corpus.tuning) >= 800 and all(m.id.startswith("tune-") for m in corpus.tuning)
+    writers = {next(t for t in m.tags if t.startswith("writer:")) for m in corpus.tuning}
+    blind_writers = {next(t for t in m.tags if t.startswith("writer:")) for m in corpus.eval_sets["blind"]}
+    assert len(writers) >= 4 and not writers & blind_writers
+    assert not {m.id for m in corpus.tuning} & {m.id for m in corpus.train + corpus.dev + corpus.test}
