@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from model.classifier import DEFAULT_MODEL_DIR, ExtortionClassifier
-from training.data import load_corpus
+from training.data import corpus_for
 from training.score_cache import CachedScores
 from training.trainer import evaluate_run
 from training.training_args import TrainConfig
@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--model", default=str(DEFAULT_MODEL_DIR))
     args = parser.parse_args()
     config = TrainConfig()
-    corpus = load_corpus(config.data, config.frozen_test, config.challenge, config.sources, config.relabels)
+    corpus = corpus_for(config)
     root = Path(tempfile.mkdtemp(prefix="eg-score-cache-"))
     rows = []
     for run in ("empty cache", "filled cache"):

@@ -54,7 +54,7 @@ def cmd_data_stats(args) -> int:
     from training.data import load_corpus
     from training.stats import corpus_stats, format_stats
 
-    corpus = load_corpus(args.paths, args.frozen_test, args.challenge, eval_paths=args.eval_sets)
+    corpus = load_corpus(args.paths, args.frozen_test, args.challenge, eval_paths=args.eval_sets, tuning_paths=args.tuning_sets)
     stats = corpus_stats(*corpus.labelled())
     stats["challenges"] = {name: corpus_stats(messages)["by_label"] for name, messages in corpus.challenges.items()}
     stats["eval_sets"] = {name: corpus_stats(messages)["by_label"] for name, messages in corpus.eval_sets.items()}
@@ -76,7 +76,7 @@ def cmd_data_freeze_test(args) -> int:
         raise UsageError(f"{args.out} exists: a frozen test split never changes; write a new version instead")
     messages = read_messages(args.paths, require_label=True)
     challenge = read_messages(args.challenge, require_label=True) if args.challenge else []
-    challenge += [m for held_out in read_eval_sets(args.eval_sets).values() for m in held_out]
+    challenge += [m for held_out in read_eval_sets(args.eval_sets + args.tuning_sets).values() for m in held_out]
     splits = assign_splits(messages + challenge, None, frozenset(m.id for m in challenge))
     n = freeze_test(messages, splits[: len(messages)], args.out, f"frozen test split {Path(args.out).stem}: {len(messages)} corpus messages read")
     print(f"{n} test ids written to {args.out}")
@@ -155,12 +155,12 @@ def cmd_base_build(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from training.data import load_corpus
+    from training.data import corpus_for
     from training.trainer import train
     from training.training_args import TrainConfig
 
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
-    corpus = load_corpus(config.data, config.frozen_test, config.challenge, config.sources, config.relabels, config.eval_sets)
+    corpus = corpus_for(config)
     summary = train(config, corpus)
     test = summary.get("test") or summary["dev"]
     print(f"model written to {config.out}; macro-F1 {test['macro_f1']:.3f} on {'test' if 'test' in summary else 'dev'}")
@@ -286,6 +286,8 @@ def cmd_models(args) -> int:
                 print(f"{'*' if row['current'] else ' '} {row['version']:<28} test macro-F1 {f1}  parent {row['parent'] or '–'}  {row['path']}")
         elif args.models_command == "average":
             return _average_models(args)
+        elif args.models_command == "retune":
+            return _retune_model(args)
         elif args.models_command == "promote":
             entry = registry.promote(Path(args.run), _tolerances(args), args.reason if args.force else None)
             print(f"{entry['version']} is now current (was {entry['previous']}){'; forced: ' + entry['reason'] if entry['forced'] else ''}")
@@ -298,7 +300,7 @@ def cmd_models(args) -> int:
 
 
 def _average_models(args) -> int:
-    from training.data import load_corpus
+    from training.data import corpus_for
     from training.soup import config_of, soup, soup_weights
 
     try:  # the models and weights are checked before the corpus is loaded, which takes a while
@@ -307,11 +309,32 @@ def _average_models(args) -> int:
             if not (Path(folder) / "config.json").is_file():
                 raise UsageError(f"{folder}: not a model folder (no config.json)")
         config = config_of(args.models[-1], out=args.out, base=" + ".join(args.models), device=args.device, card_notes=args.card_notes)
-        corpus = load_corpus(config.data, config.frozen_test, config.challenge, config.sources, config.relabels, config.eval_sets)
+        corpus = corpus_for(config)
         summary = soup(args.models, config, args.weights, corpus)
     except (OSError, ValueError) as error:  # a folder that is not a model, models of different shapes, a bad weight
         raise UsageError(str(error)) from error
     print(f"model written to {config.out}; dev macro-F1 {summary['dev']['macro_f1']:.3f}")
+    if args.compare_with:
+        _compare_and_report(summary, corpus, config, args)
+    return 0
+
+
+def _retune_model(args) -> int:
+    from training.data import corpus_for
+    from training.operating_point import check_shift_rule
+    from training.soup import config_of, retune
+
+    try:  # the rule and the folder are checked before the corpus is loaded, which takes a while
+        check_shift_rule(args.tune_extortion_shift, args.target_extortion_precision)
+        if not (Path(args.model) / "config.json").is_file():
+            raise UsageError(f"{args.model}: not a model folder (no config.json)")
+        config = config_of(args.model, out=args.out, base=args.model, device=args.device, card_notes=args.card_notes,
+                           tune_extortion_shift=args.tune_extortion_shift, target_extortion_precision=args.target_extortion_precision)
+        corpus = corpus_for(config)
+        summary = retune(args.model, config, corpus)
+    except (OSError, ValueError) as error:  # not a model, no tuning sets
+        raise UsageError(str(error)) from error
+    print(f"model written to {config.out}; extortion shift {summary['extortion_logit_shift']:g}")
     if args.compare_with:
         _compare_and_report(summary, corpus, config, args)
     return 0
@@ -422,9 +445,11 @@ def _add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="*", default=["data/annotations/messages"], help="labelled JSON Lines files or folders")
     parser.add_argument("--challenge", nargs="*", default=["data/annotations/challenge"], help="challenge sets (files or folders), kept out of every split")
     parser.add_argument("--eval-sets", nargs="*", default=["data/annotations/eval"], help="independent evaluation sets, kept out of every split")
+    parser.add_argument("--tuning-sets", nargs="*", default=["data/annotations/tuning"], help="independent tuning sets, kept out of every split")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from training.operating_point import SHIFT_RULES
     from training.training_args import TrainConfig
 
     parser = argparse.ArgumentParser(prog="extortion-guard", description="Detect extortion in e-commerce buyer–seller chat.")
@@ -561,6 +586,17 @@ def build_parser() -> argparse.ArgumentParser:
     average.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     _add_tolerance_options(average)
     average.set_defaults(func=cmd_models)
+    retune = models.add_parser("retune", help="give a trained model a new operating point (its extortion shift), evaluate it")
+    retune.add_argument("model", help="a trained model folder; its train_config.json gives the data and settings")
+    retune.add_argument("--out", required=True, help="output folder")
+    retune.add_argument("--tune-extortion-shift", default="tuning-precision", choices=[r for r in SHIFT_RULES if r != "no"],
+                        help="how the shift is chosen (see `extortion-guard train --help`; default tuning-precision)")
+    retune.add_argument("--target-extortion-precision", type=float, default=0.95, help="for tuning-precision (default 0.95)")
+    retune.add_argument("--card-notes", default=None, help="a Markdown file added to the model card")
+    retune.add_argument("--compare-with", default=None, help="a model to evaluate on the same sets afterwards (writes comparison.json for `models promote`)")
+    retune.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_tolerance_options(retune)
+    retune.set_defaults(func=cmd_models)
     promote = models.add_parser("promote", help="make a retrained run current if it does not regress (see the tolerances)")
     promote.add_argument("run", help="a folder written by `extortion-guard retrain`")
     promote.add_argument("--force", action="store_true", help="promote despite a regression (needs --reason)")

@@ -30,6 +30,21 @@ def test_eval_sets_are_named_by_file_or_folder_and_kept_out_of_every_split(tmp_p
     assert read_eval_sets([str(eval_dir / "missing")]) == {}
 
 
+def test_tuning_sets_are_kept_out_of_every_split_and_apart_from_the_eval_sets(tmp_path):
+    corpus = [record(i, f"第{i}条消息内容不同{i * 7}号{chr(0x4E00 + i)}{chr(0x4F00 + i)}") for i in range(30)]
+    corpus.append(record(98, "五十块删评今晚转你看着办"))  # the same text as a tuning message
+    data = write_jsonl(tmp_path / "corpus.jsonl", corpus)
+    (tmp_path / "tuning").mkdir()
+    write_jsonl(tmp_path / "tuning" / "writer-a.jsonl", [record(1, "五十块删评今晚转你看着办", "extortion", "tune-a")])
+    write_jsonl(tmp_path / "tuning" / "writer-b.jsonl", [record(1, "几号发货", "normal", "tune-b")])
+
+    loaded = load_corpus([str(data)], None, (), None, None, [], [str(tmp_path / "tuning")])
+
+    assert sorted(m.id for m in loaded.tuning) == ["tune-a-001", "tune-b-001"] and loaded.eval_sets == {}
+    assert [m.id for m in loaded.excluded] == ["c-098"]
+    assert not {m.id for m in loaded.train + loaded.dev + loaded.test} & {"tune-a-001", "tune-b-001"}
+
+
 def test_adversarial_round_keeps_every_error_as_many_correct_and_freezes_whole_conversations():
     messages, predicted = [], []
     for c in range(30):

@@ -10,7 +10,7 @@ from serve.cli import main
 from tests.conftest import save_tiny_model, write_jsonl
 from tests.test_training import synthetic_records
 from training.soup import average_weights
-from training.trainer import classification_head
+from training.operating_point import classification_head
 from training.training_args import TrainConfig
 
 EXTORTION = LABEL2ID["extortion"]
@@ -84,3 +84,36 @@ def test_a_soup_gets_its_own_operating_point_evaluation_card_and_comparison(tmp_
     assert json.loads((out / "comparison.json").read_text())["parent_path"] == str(first)  # what `models promote` judges
     assert "against first:" in capsys.readouterr().out
     ExtortionClassifier.from_pretrained(out, device="cpu").predict("不给钱就差评")
+
+
+def test_retune_gives_a_trained_model_a_new_operating_point_and_changes_nothing_else(tmp_path, capsys):
+    raw = save_tiny_model(tmp_path / "raw", seed=0)
+    model = shifted_copy(raw, tmp_path / "model", shift=0.7)
+    data = write_jsonl(tmp_path / "data.jsonl", synthetic_records(80))
+    tuning = tmp_path / "tuning"
+    tuning.mkdir()
+    write_jsonl(tuning / "writer-a.jsonl", [{**r, "id": f"tune-{i}"} for i, r in enumerate(synthetic_records(40, seed=5))])
+    trained_with = TrainConfig(data=[str(data)], frozen_test=None, challenge=[], eval_sets=[], tuning_sets=[str(tuning)], sources=None,
+                               base="tiny", out=str(model), max_length=32, device="cpu", precision="fp32", tune_extortion_shift="dev-macro-f1")
+    (model / "train_config.json").write_text(json.dumps(trained_with.to_dict()))
+    out = tmp_path / "retuned"
+
+    assert main(["models", "retune", str(model), "--out", str(out), "--target-extortion-precision", "0.3", "--device", "cpu"]) == 0
+
+    summary = json.loads((out / "train_metrics.json").read_text())
+    shift = json.loads((out / "config.json").read_text())["extortion_guard_extortion_logit_shift"]
+    assert shift == summary["extortion_logit_shift"] and summary["tuning"]["n"] == 40 and summary["retuned_from"] == "model"
+    before = AutoModelForSequenceClassification.from_pretrained(str(raw)).state_dict()
+    after = AutoModelForSequenceClassification.from_pretrained(str(out)).state_dict()
+    bias = classification_head(AutoModelForSequenceClassification.from_pretrained(str(raw))).bias
+    for name, tensor in after.items():  # weights as trained (stored as float16), the extortion bias lowered by the new shift
+        expected = before[name].clone()
+        if tensor.shape == bias.shape and torch.equal(before[name], bias):
+            expected[EXTORTION] -= shift
+        torch.testing.assert_close(tensor, expected, atol=2e-3, rtol=1e-3)
+    card = (out / "README.md").read_text()
+    assert "with a new operating point" in card and "extortion precision on the tuning sets reaches 0.3" in card
+
+    (model / "train_config.json").write_text(json.dumps({**trained_with.to_dict(), "tuning_sets": [str(tmp_path / "none")]}))
+    assert main(["models", "retune", str(model), "--out", str(tmp_path / "again"), "--device", "cpu"]) == 2
+    assert "needs tuning sets" in capsys.readouterr().err

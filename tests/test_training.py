@@ -168,6 +168,25 @@ def test_extortion_logit_shift_maximises_macro_f1():
     assert extortion_logit_shift(logits, np.array([normal] * 4), largest=3.5) == 2.95  # nothing is extortion: shift them all away
 
 
+def test_the_precision_rule_takes_the_smallest_shift_that_reaches_the_target():
+    import numpy as np
+
+    from training.operating_point import extortion_logit_shift, shift_curve
+
+    ext, normal = LABELS.index("extortion"), LABELS.index("normal")
+    logits = np.zeros((5, 4), dtype=np.float32)
+    logits[:, ext] = [3.0, 2.0, 1.5, 1.0, 0.5]
+    logits[:, normal] = 0.1
+    labels = np.array([ext, normal, ext, normal, normal])  # precision 2/5 unshifted, 2/4 past 0.4, 2/3 past 0.9, ...
+    assert extortion_logit_shift(logits, labels, rule="tuning-precision", target_precision=0.6) == 0.95
+    assert extortion_logit_shift(logits, labels, rule="tuning-precision", target_precision=1.0) == 1.95  # only the 3.0 is left
+    assert extortion_logit_shift(logits, labels) == 0.95  # macro-F1 prefers full recall at 2/3 over precision 1 at half the recall
+    no_extortion = np.array([normal] * 5)  # precision never reaches the target: the highest macro-F1 instead
+    assert extortion_logit_shift(logits, no_extortion, rule="tuning-precision") == extortion_logit_shift(logits, no_extortion)
+    point = next(p for p in shift_curve(logits, labels) if p["shift"] == 0.95)
+    assert point["extortion_precision"] == pytest.approx(2 / 3) and point["extortion_recall"] == 1.0
+
+
 def test_a_hard_case_counts_like_copies_of_itself():
     import torch
 
@@ -214,34 +233,39 @@ def test_training_with_hard_case_weights_and_label_smoothing(tmp_path, tiny_mode
         train(TrainConfig(**{**config.to_dict(), "label_smoothing": 1.0}))
 
 
-def test_the_operating_point_is_tuned_on_dev_labels_in_the_order_of_the_predictions(tmp_path, tiny_model_dir, monkeypatch):
+@pytest.mark.parametrize("rule", ["dev-macro-f1", "tuning-precision"])
+def test_the_operating_point_is_tuned_on_its_messages_labels_in_the_order_of_the_predictions(tmp_path, tiny_model_dir, monkeypatch, rule):
     import numpy as np
     import torch
 
     import training.trainer
     from model.labels import LABEL2ID
-    from training.data import load_corpus
+    from training.data import corpus_for
 
     seen = {}
 
     def remember(logits, labels, **kwargs):
-        seen.update(logits=logits, labels=labels)
+        seen.update(logits=logits, labels=labels, **kwargs)
         return 0.0
 
     monkeypatch.setattr(training.trainer, "extortion_logit_shift", remember)
-    # lengths from 3 to 48 characters: an evaluation sampler that groups by length reorders dev
+    # lengths from 3 to 48 characters: an evaluation sampler that groups by length reorders the messages
     records = [{**r, "text": r["text"] * (1 + i % 4)} for i, r in enumerate(synthetic_records(200, seed=3))]
-    data = write_jsonl(tmp_path / "train.jsonl", records)
-    config = TrainConfig(data=[str(data)], frozen_test=None, challenge=[], eval_sets=[], sources=None, base=str(tiny_model_dir),
-                         out=str(tmp_path / "model"), epochs=1, batch_size=16, learning_rate=1e-3, max_length=64,
-                         tune_extortion_shift="dev-macro-f1", save_dtype="float32", device="cpu", precision="fp32")
+    data = write_jsonl(tmp_path / "train.jsonl", records[:150])
+    (tmp_path / "tuning").mkdir()
+    write_jsonl(tmp_path / "tuning" / "a.jsonl", records[150:])
+    config = TrainConfig(data=[str(data)], frozen_test=None, challenge=[], eval_sets=[], tuning_sets=[str(tmp_path / "tuning")], sources=None,
+                         base=str(tiny_model_dir), out=str(tmp_path / "model"), epochs=1, batch_size=16, learning_rate=1e-3, max_length=64,
+                         tune_extortion_shift=rule, target_extortion_precision=0.9, save_dtype="float32", device="cpu", precision="fp32")
     train(config)
-    dev = load_corpus(config.data, None, [], None, None, []).dev
-    in_order = ExtortionClassifier.from_pretrained(tmp_path / "model", device="cpu").predict_proba(dev)  # keeps the input order
+    corpus = corpus_for(config)
+    tuned_messages = corpus.dev if rule == "dev-macro-f1" else corpus.tuning
+    assert seen["rule"] == rule and seen["target_precision"] == 0.9
+    in_order = ExtortionClassifier.from_pretrained(tmp_path / "model", device="cpu").predict_proba(tuned_messages)  # keeps the input order
     tuned_on = torch.softmax(torch.from_numpy(seen["logits"]), -1).numpy()
 
     # each row of logits the shift was tuned on must sit beside its own message's label
-    labels = np.array([LABEL2ID[m.label] for m in dev])
+    labels = np.array([LABEL2ID[m.label] for m in tuned_messages])
     nearest = np.abs(tuned_on[:, None, :] - in_order[None, :, :]).sum(-1).argmin(1)
-    assert np.abs(tuned_on - in_order[nearest]).max() < 1e-4  # every row tuned on is one of dev's
+    assert len(tuned_on) == len(tuned_messages) and np.abs(tuned_on - in_order[nearest]).max() < 1e-4  # every row is one of theirs
     assert (labels[nearest] == np.asarray(seen["labels"])).all()

@@ -30,6 +30,8 @@ class Corpus:
     """Challenge set name (file stem) -> its messages; never trained on."""
     eval_sets: dict[str, list[Message]] = field(default_factory=dict)
     """Independent evaluation set name -> its messages (:func:`read_eval_sets`); never trained or tuned on."""
+    tuning: list[Message] = field(default_factory=list)
+    """Independently written messages the operating point may be tuned on (``TrainConfig.tuning_sets``); never trained on."""
     external_train: dict[str, list[Message]] = field(default_factory=dict)
     """External source name -> its weak-labelled training sample (kept apart from ``train``)."""
     external_held_out: dict[str, list[Message]] = field(default_factory=dict)
@@ -50,6 +52,7 @@ def load_corpus(
     sources: str | None = None,
     relabels: str | None = None,
     eval_paths: Sequence[str] = (),
+    tuning_paths: Sequence[str] = (),
 ) -> Corpus:
     """Read and validate labelled data (raising on any bad line), then split it.
 
@@ -61,11 +64,13 @@ def load_corpus(
     for path in expand_paths(challenge_paths):
         corpus.challenges[Path(path).stem] = read_messages([path], require_label=True)
     corpus.eval_sets = read_eval_sets(eval_paths)
-    challenge_messages = [m for held_out in (*corpus.challenges.values(), *corpus.eval_sets.values()) for m in held_out]
+    corpus.tuning = [m for tuning_set in read_eval_sets(tuning_paths).values() for m in tuning_set]
+    held_out_sets = (*corpus.challenges.values(), *corpus.eval_sets.values(), corpus.tuning)
+    challenge_messages = [m for held_out in held_out_sets for m in held_out]
     everything = messages + challenge_messages
     duplicate_ids = [i for i, n in Counter(m.id for m in everything).items() if n > 1]
     if duplicate_ids:
-        raise ValueError(f"ids used twice across the corpus, challenge and evaluation sets: {duplicate_ids[:5]}")
+        raise ValueError(f"ids used twice across the corpus, challenge, evaluation and tuning sets: {duplicate_ids[:5]}")
     splits = assign_splits(everything, read_frozen_test(frozen_test) if frozen_test else None, frozenset(m.id for m in challenge_messages))
     for message, split in zip(messages, splits):
         getattr(corpus, split).append(message)
@@ -76,6 +81,13 @@ def load_corpus(
             if held_out:
                 corpus.external_held_out[name] = held_out
     return corpus
+
+
+def corpus_for(config) -> Corpus:
+    """The corpus a :class:`~training.training_args.TrainConfig` names: its data, frozen test, held-out sets and real text."""
+    return load_corpus(
+        config.data, config.frozen_test, config.challenge, config.sources, config.relabels, config.eval_sets, config.tuning_sets
+    )
 
 
 def read_eval_sets(paths: Sequence[str]) -> dict[str, list[Message]]:

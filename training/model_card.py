@@ -64,7 +64,9 @@ def write_model_card(out: Path, config: TrainConfig, summary: dict) -> None:
         "## Training",
         "",
         f"- Not trained further: the weights of {summary['averaged_from']}, averaged tensor by tensor (`extortion-guard models average`)"
-        if summary.get("averaged_from") else f"- Fine-tuned further from our classifier `{summary['parent_version']}` (then at `{config.base}`)"
+        if summary.get("averaged_from") else f"- Not trained further: the weights of `{summary['retuned_from']}` with a new operating point "
+        "(`extortion-guard models retune`)" if summary.get("retuned_from")
+        else f"- Fine-tuned further from our classifier `{summary['parent_version']}` (then at `{config.base}`)"
         if summary.get("parent_version") else f"- Base encoder: `{config.base}`",
         *([f"- A smaller student: {config.num_layers} of the base's encoder layers, evenly spaced"] if config.num_layers else []),
         *([f"- Only the top {config.trained_layers} encoder layers and the head trained; the embeddings and the layers below kept their weights"]
@@ -75,8 +77,7 @@ def write_model_card(out: Path, config: TrainConfig, summary: dict) -> None:
         f"- Device: {summary['device']}, precision {summary['precision']}; {summary['epochs_run']} epochs in {summary['train_seconds']} s "
         + (f"(early stopping on dev macro-F1, patience {config.early_stopping_patience}; best dev macro-F1 {summary['best_dev_macro_f1']:.3f})"
            if config.epochs > 1 else f"(dev macro-F1 {summary['best_dev_macro_f1']:.3f})"),
-        *([f"- Operating point chosen on dev: the extortion logit is lowered by {summary['extortion_logit_shift']:g}, the shift in [0, 3] "
-           "that maximises dev macro-F1"] if summary.get("extortion_logit_shift") is not None else []),
+        *([operating_point_line(config, summary)] if summary.get("extortion_logit_shift") is not None else []),
         f"- Weights: safetensors, stored as {config.save_dtype}, {size_mb:.1f} MB",
         "- Arguments: see `train_config.json`",
         "",
@@ -134,3 +135,22 @@ def _flagged_appendix(rates: dict) -> list[str]:
     for name in dict.fromkeys(n for n, _ in flagged):
         lines.append(f"- `{name}`: lines " + ", ".join(line for n, line in flagged if n == name))
     return lines + [""]
+
+
+def operating_point_line(config, summary: dict) -> str:
+    """How the extortion shift was chosen, and what it gives on the messages it was chosen on."""
+    rule = config.tune_extortion_shift
+    how = {
+        "dev-macro-f1": "the shift in [0, 3] that maximises dev macro-F1",
+        "tuning-macro-f1": "the shift in [0, 3] that maximises macro-F1 on the tuning sets",
+        "tuning-precision": f"the smallest shift in [0, 3] whose extortion precision on the tuning sets reaches "
+                            f"{config.target_extortion_precision:g} (the highest macro-F1 where none does)",
+    }.get(rule, rule)
+    line = f"- Operating point: the extortion logit is lowered by {summary['extortion_logit_shift']:g}, {how}"
+    if rule.startswith("tuning") and summary.get("tuning"):
+        tuning = summary["tuning"]
+        ext = tuning["per_class"]["extortion"]
+        line += (f"; on the {tuning['n']} tuning messages (written independently of the corpus, by other writers than the evaluation "
+                 f"sets'): macro-F1 {tuning['macro_f1']:.3f}, extortion precision {ext['precision']:.3f}, recall {ext['recall']:.3f}")
+    return line
+

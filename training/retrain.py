@@ -27,7 +27,7 @@ from model.data_format import Message, expand_paths, message_from_json, read_mes
 from model.registry import current_model_dir
 from model.text import prepare_text
 
-from .data import load_corpus
+from .data import corpus_for
 from .registry import Tolerances, check_promotion
 from .training_args import TrainConfig
 
@@ -214,7 +214,7 @@ def retrain(train_config: TrainConfig, inbox: str, start: str = "current", adjud
         # The base encoder never learnt this task: all its layers must.
         trained_layers=train_config.trained_layers if start == "current" else 0,
     )
-    corpus = load_corpus(config.data, config.frozen_test, config.challenge, config.sources, config.relabels, config.eval_sets)
+    corpus = corpus_for(config)
     summary = train(config, corpus)
     extra = {"started_from": start, "new_labels_set": NEW_LABELS if merge.held_out else None, "merge": merge.counts()}
     return compare(summary, parent_dir, corpus, config, tolerances, extra)

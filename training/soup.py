@@ -3,7 +3,8 @@
 Models fine-tuned from the same start often average into one that keeps much of what each learnt: here, the
 shipped model's hold on the older challenge sets and a newer model's gains on independent text. Each model's
 extortion shift (the constant training lowers the extortion logit by, see ``TrainConfig.tune_extortion_shift``) is
-undone before averaging, and the average gets its own, tuned on dev as training tunes one.
+undone before averaging, and the average gets its own, tuned as training tunes one. :func:`retune` gives one trained
+model a new operating point the same way, with nothing else changed.
 """
 
 from __future__ import annotations
@@ -18,12 +19,11 @@ import torch
 from model.classifier import ExtortionClassifier, model_version, resolve_device
 from model.labels import LABEL2ID
 
-from .data import load_corpus
+from .data import corpus_for
+from .operating_point import apply_shift, check_shift_rule, extortion_logit_shift, messages_to_tune_on, undo_shift
 from .score_cache import CachedScores
-from .trainer import classification_head, corpus_counts, evaluate_run, extortion_logit_shift, save_model, write_run_files
+from .trainer import corpus_counts, evaluate_run, save_model, write_run_files
 from .training_args import TrainConfig
-
-SHIFT_KEY = "extortion_guard_extortion_logit_shift"
 
 
 def load_unshifted(path: str | Path):
@@ -31,10 +31,7 @@ def load_unshifted(path: str | Path):
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(str(path), use_safetensors=True, dtype=torch.float32)
-    shift = getattr(model.config, SHIFT_KEY, None) or 0.0
-    with torch.no_grad():
-        classification_head(model).bias[LABEL2ID["extortion"]] += shift
-    setattr(model.config, SHIFT_KEY, None)
+    undo_shift(model)
     return model
 
 
@@ -64,40 +61,59 @@ def average_weights(models: Sequence[str | Path], weights: Sequence[float] | Non
     return target
 
 
-def tune_shift(model, tokenizer, config: TrainConfig, dev) -> float:
-    """Lower the extortion logit by the shift that maximises dev macro-F1 (as training does); returns the shift."""
+def tune_shift(model, tokenizer, config: TrainConfig, corpus) -> float | None:
+    """Lower the extortion logit by the shift ``config.tune_extortion_shift`` picks (as training does); returns the shift,
+    or None where the rule is ``no``."""
+    check_shift_rule(config.tune_extortion_shift, config.target_extortion_precision)
+    if config.tune_extortion_shift == "no":
+        return None
+    messages = messages_to_tune_on(config.tune_extortion_shift, corpus)
     classifier = ExtortionClassifier(model, tokenizer, max_length=config.max_length, device=config.device)
     # Log-probabilities differ from logits by a constant per row, so the arg-max under any shift is the same.
-    log_probs = np.log(np.clip(classifier.predict_proba(dev, batch_size=config.eval_batch_size), 1e-12, 1.0)).astype(np.float32)
-    shift = extortion_logit_shift(log_probs, np.array([LABEL2ID[m.label] for m in dev]))
-    with torch.no_grad():
-        classification_head(model).bias[LABEL2ID["extortion"]] -= shift
-    setattr(model.config, SHIFT_KEY, shift)
+    log_probs = np.log(np.clip(classifier.predict_proba(messages, batch_size=config.eval_batch_size), 1e-12, 1.0)).astype(np.float32)
+    labels = np.array([LABEL2ID[m.label] for m in messages])
+    shift = extortion_logit_shift(log_probs, labels, rule=config.tune_extortion_shift, target_precision=config.target_extortion_precision)
+    apply_shift(model, shift)
     return shift
 
 
 def soup(models: Sequence[str | Path], config: TrainConfig, weights: Sequence[float] | None = None, corpus=None) -> dict:
-    """Average ``models`` into ``config.out``, tune its shift on dev, evaluate it as training does, and write the model
-    folder with ``train_metrics.json`` and the model card. ``config``: the data and evaluation settings (the last
-    model's ``train_config.json`` is the usual choice)."""
+    """Average ``models`` into ``config.out``, tune its shift (``config.tune_extortion_shift``), evaluate it as training
+    does, and write the model folder with ``train_metrics.json`` and the model card. ``config``: the data and evaluation
+    settings (the last model's ``train_config.json`` is the usual choice)."""
     from transformers import AutoTokenizer
 
-    out = Path(config.out)
-    corpus = corpus or load_corpus(config.data, config.frozen_test, config.challenge, config.sources, config.relabels, config.eval_sets)
     weights = soup_weights(models, weights)
     model, tokenizer = average_weights(models, weights), AutoTokenizer.from_pretrained(str(models[-1]))
-    shift = tune_shift(model, tokenizer, config, corpus.dev) if config.tune_extortion_shift == "dev-macro-f1" else None
+    parents = [model_version(p) for p in models]
+    averaged_from = " + ".join(f"{w:.3g} × `{p}`" for w, p in zip(weights, parents))
+    return _finish(model, tokenizer, config, corpus, parents[0], averaged_from=averaged_from)
+
+
+def retune(model_folder: str | Path, config: TrainConfig, corpus=None) -> dict:
+    """A trained model with a new operating point and nothing else changed: its shift undone, the one
+    ``config.tune_extortion_shift`` picks applied, evaluated as training does and written to ``config.out``."""
+    from transformers import AutoTokenizer
+
+    model, tokenizer = load_unshifted(model_folder), AutoTokenizer.from_pretrained(str(model_folder))
+    return _finish(model, tokenizer, config, corpus, model_version(model_folder), retuned_from=model_version(model_folder))
+
+
+def _finish(model, tokenizer, config: TrainConfig, corpus, parent: str, **provenance) -> dict:
+    """Tune the shift, save to ``config.out``, evaluate as training does, write the metrics and the model card."""
+    out = Path(config.out)
+    corpus = corpus or corpus_for(config)
+    shift = tune_shift(model, tokenizer, config, corpus)
     model.config.extortion_guard_version = out.name
     save_model(model, tokenizer, out, config.save_dtype)
 
     classifier = CachedScores(ExtortionClassifier.from_pretrained(out, device=config.device), out)
     results = evaluate_run(classifier, corpus, config, out / "eval")
     classifier.save()
-    parents = [model_version(p) for p in models]
     summary = {
         "base": config.base,
-        "averaged_from": " + ".join(f"{w:.3g} × `{p}`" for w, p in zip(weights, parents)),
-        "parent_version": parents[0],
+        **provenance,
+        "parent_version": parent,
         "device": str(resolve_device(config.device)),
         "precision": "fp32",
         "train_seconds": 0.0,

@@ -13,8 +13,9 @@ import torch
 from model.classifier import ExtortionClassifier, native_bf16, resolve_device
 from model.labels import ID2LABEL, LABEL2ID, LABELS
 
-from .data import label_counts, load_corpus, to_dataset
+from .data import corpus_for, label_counts, to_dataset
 from .evaluate import compute_metrics, evaluate, extortion_rate
+from .operating_point import SHIFT_KEY, apply_shift, check_shift_rule, extortion_logit_shift, messages_to_tune_on
 from .perturb import augment
 from .robustness import robustness, write_robustness
 from .score_cache import CachedScores
@@ -57,13 +58,13 @@ def train(config: TrainConfig, corpus=None) -> dict:
 
     ClassifierTrainer = make_trainer_class()
 
-    if config.tune_extortion_shift not in ("no", "dev-macro-f1"):
-        raise ValueError(f"tune_extortion_shift must be no or dev-macro-f1, got {config.tune_extortion_shift!r}")
+    check_shift_rule(config.tune_extortion_shift, config.target_extortion_precision)
     if config.hard_case_weight <= 0 or not 0 <= config.label_smoothing < 1:
         raise ValueError(f"hard_case_weight must be > 0 and label_smoothing in [0, 1); got {config.hard_case_weight}, {config.label_smoothing}")
     set_seed(config.seed)
     device = resolve_device(config.device)
-    corpus = corpus or load_corpus(config.data, config.frozen_test, config.challenge, config.sources, config.relabels, config.eval_sets)
+    corpus = corpus or corpus_for(config)
+    tune_on = messages_to_tune_on(config.tune_extortion_shift, corpus) if config.tune_extortion_shift != "no" else []
     external = [m for sample in corpus.external_train.values() for m in sample]
     train_messages = (corpus.train + external)[: config.max_train_samples]
     disguised = augment(train_messages, config.augment_share, config.seed)
@@ -145,13 +146,14 @@ def train(config: TrainConfig, corpus=None) -> dict:
     train_seconds = time.perf_counter() - started
 
     trained = trainer.model.to("cpu")
-    if config.tune_extortion_shift == "dev-macro-f1":
+    if tune_on:
         # The predictions come in the sampler's order (transformers 5 groups eval batches by length too), so the labels
-        # are the ones returned beside them, never the dev list's order.
-        prediction = trainer.predict(dev_set)
-        shift = extortion_logit_shift(np.asarray(prediction.predictions, dtype=np.float32), np.asarray(prediction.label_ids))
-        classification_head(trained).bias.data[LABEL2ID["extortion"]] -= shift
-        trained.config.extortion_guard_extortion_logit_shift = shift
+        # are the ones returned beside them, never the messages' order.
+        tune_set = dev_set if tune_on is corpus.dev else to_dataset(tune_on, tokenizer, config.max_length, config.text_preparation, config.role_marker)
+        prediction = trainer.predict(tune_set)
+        shift = extortion_logit_shift(np.asarray(prediction.predictions, dtype=np.float32), np.asarray(prediction.label_ids),
+                                      rule=config.tune_extortion_shift, target_precision=config.target_extortion_precision)
+        apply_shift(trained, shift)
     trained.config.extortion_guard_max_length = config.max_length
     trained.config.extortion_guard_text_preparation = config.text_preparation
     trained.config.extortion_guard_role_marker = config.role_marker
@@ -172,7 +174,7 @@ def train(config: TrainConfig, corpus=None) -> dict:
         "best_dev_macro_f1": trainer.state.best_metric if choose_best else results["dev"]["macro_f1"],
         **corpus_counts(corpus),
         "augmented": len(disguised),
-        "extortion_logit_shift": getattr(trained.config, "extortion_guard_extortion_logit_shift", None),
+        "extortion_logit_shift": getattr(trained.config, SHIFT_KEY, None),
         **results,
     }
     write_run_files(out, config, summary)
@@ -193,25 +195,6 @@ def write_run_files(out: Path, config: TrainConfig, summary: dict) -> None:
     (out / "train_config.json").write_text(json.dumps(config.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / "train_metrics.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     write_model_card(out, config, summary)
-
-
-def extortion_logit_shift(logits: np.ndarray, labels: np.ndarray, largest: float = 3.0, step: float = 0.05) -> float:
-    """The amount to subtract from the extortion logit that maximises macro-F1 on these labelled logits (the smallest on ties)."""
-    from sklearn.metrics import f1_score
-
-    extortion, best, best_f1 = LABEL2ID["extortion"], 0.0, -1.0
-    for shift in np.arange(0.0, largest + step / 2, step):
-        shifted = logits.copy()
-        shifted[:, extortion] -= shift
-        f1 = f1_score(labels, shifted.argmax(axis=1), labels=list(range(len(LABELS))), average="macro", zero_division=0)
-        if f1 > best_f1 + 1e-12:
-            best, best_f1 = round(float(shift), 4), f1
-    return best
-
-
-def classification_head(model) -> torch.nn.Linear:
-    """The last linear layer that maps to the labels (BERT's ``classifier``, RoBERTa's ``classifier.out_proj``)."""
-    return [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == len(LABELS)][-1]
 
 
 def keep_layers(model, count: int) -> None:
@@ -306,6 +289,8 @@ def evaluate_run(classifier, corpus, config: TrainConfig, eval_dir: Path) -> dic
         name: evaluate(classifier, messages[:limit], eval_dir / f"eval-{name}", f"Evaluation set {name}", size)
         for name, messages in corpus.eval_sets.items()
     }
+    if corpus.tuning:  # reported beside the operating point chosen on them; never a headline figure
+        results["tuning"] = evaluate(classifier, corpus.tuning[:limit], eval_dir / "tuning", "Tuning sets", size)
     results["external_extortion_rate"] = {name: extortion_rate(classifier, messages[:limit], size) for name, messages in corpus.external_held_out.items()}
     return results
 
