@@ -8,15 +8,17 @@ wrong flags); 3 ``batch`` finished but some rows could not be scored (see errors
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
 import sys
 from pathlib import Path
 
+from model import paths
 from model.data_format import InvalidDataError, Turn, read_messages
 from model.labels import canonical_role
-
+from model.options import add_options, from_args
 
 EXIT_SOME_ERRORS = 3
 # predict --input scores this many messages at a time, so that results appear and progress shows as it goes.
@@ -78,7 +80,9 @@ def cmd_data_freeze_test(args) -> int:
     challenge = read_messages(args.challenge, require_label=True) if args.challenge else []
     challenge += [m for held_out in read_eval_sets(args.eval_sets + args.tuning_sets).values() for m in held_out]
     splits = assign_splits(messages + challenge, None, frozenset(m.id for m in challenge))
-    n = freeze_test(messages, splits[: len(messages)], args.out, f"frozen test split {Path(args.out).stem}: {len(messages)} corpus messages read")
+    n = freeze_test(
+        messages, splits[: len(messages)], args.out, f"frozen test split {Path(args.out).stem}: {len(messages)} corpus messages read"
+    )
     print(f"{n} test ids written to {args.out}")
     return 0
 
@@ -103,8 +107,7 @@ def cmd_data_flag_real(args) -> int:
     model_dir = args.model or current_model_dir()
     classifier = CachedScores(ExtortionClassifier.from_pretrained(model_dir, device=args.device), model_dir)
     counts, flagged = Counter(), Counter()
-    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
-    with out:
+    with open(args.out, "w", encoding="utf-8") if args.out else contextlib.nullcontext(sys.stdout) as out:
         for record in flag_real_text(classifier, args.sources, args.relabels, args.batch_size, args.held_out_only):
             key = (record["source"], record["split"])
             counts[key] += 1
@@ -113,8 +116,10 @@ def cmd_data_flag_real(args) -> int:
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
     classifier.save()
     for (source, split), n in sorted(counts.items()):
-        print(f"{source} {split}: {n} lines, " + ", ".join(f"{label} {flagged[(source, split), label]}" for label in FLAGGED_LABELS),
-              file=sys.stderr)
+        print(
+            f"{source} {split}: {n} lines, " + ", ".join(f"{label} {flagged[(source, split), label]}" for label in FLAGGED_LABELS),
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -140,8 +145,10 @@ def cmd_data_adversarial_round(args) -> int:
     result = split_round(verified, predicted, args.name, args.frozen_share)
     write_messages(result.frozen, Path(args.eval_dir) / f"adversarial-{args.name}.jsonl")
     write_messages(result.train, Path(args.corpus_dir) / f"adv-{args.name}.jsonl")
-    print(f"{len(written)} written, {len(verified)} verified by the second reader; against {classifier.version}: {result.errors} errors, "
-          f"{result.correct_kept} correct kept, {result.correct_dropped} correct dropped")
+    print(
+        f"{len(written)} written, {len(verified)} verified by the second reader; against {classifier.version}: {result.errors} errors, "
+        f"{result.correct_kept} correct kept, {result.correct_dropped} correct dropped"
+    )
     print(f"frozen {len(result.frozen)} {label_counts(result.frozen)}; training {len(result.train)} {label_counts(result.train)}")
     return 0
 
@@ -159,7 +166,7 @@ def cmd_train(args) -> int:
     from training.trainer import train
     from training.training_args import TrainConfig
 
-    config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    config = from_args(TrainConfig, args)
     corpus = corpus_for(config)
     summary = train(config, corpus)
     test = summary.get("test") or summary["dev"]
@@ -175,8 +182,11 @@ def _compare_and_report(summary: dict, corpus, config, args) -> None:
 
     comparison = compare(summary, Path(args.compare_with), corpus, config, _tolerances(args))
     failed = [c["name"] for c in comparison["checks"] if not c["passed"]]
-    print(f"against {comparison['parent_version']}: " + (f"regresses on {', '.join(failed)}" if failed else "passes every check")
-          + f"; see {config.out}/comparison.md")
+    print(
+        f"against {comparison['parent_version']}: "
+        + (f"regresses on {', '.join(failed)}" if failed else "passes every check")
+        + f"; see {config.out}/comparison.md"
+    )
 
 
 def cmd_eval(args) -> int:
@@ -191,7 +201,9 @@ def cmd_eval(args) -> int:
     if not messages:
         raise UsageError(f"no labelled messages in {args.data} for split {args.split!r}")
     classifier = ExtortionClassifier.from_pretrained(args.model, device=args.device)
-    metrics = evaluate(classifier, messages, args.out, f"Evaluation of {classifier.version} ({args.split})", args.batch_size, args.target_precision)
+    metrics = evaluate(
+        classifier, messages, args.out, f"Evaluation of {classifier.version} ({args.split})", args.batch_size, args.target_precision
+    )
     print(f"macro-F1 {metrics['macro_f1']:.3f} on {metrics['n']} messages; report in {args.out}/report.md")
     if args.robustness:
         from training.robustness import robustness, robustness_table, write_robustness
@@ -219,29 +231,22 @@ def cmd_predict(args) -> int:
     from tqdm import tqdm
 
     classifier = ExtortionClassifier.from_pretrained(args.model, device=args.device)
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     chunk = PREDICT_CHUNK
     progress = tqdm(total=len(records), unit="msg", file=sys.stderr, disable=args.quiet or len(records) <= chunk)
-    try:
+    with progress, open(args.output, "w", encoding="utf-8") if args.output else contextlib.nullcontext(sys.stdout) as out:
         for start in range(0, len(records), chunk):
             for prediction in classifier.predict(records[start : start + chunk], batch_size=args.batch_size):
                 out.write(json.dumps(prediction.to_json(), ensure_ascii=False) + "\n")
             out.flush()
             progress.update(min(chunk, len(records) - start))
-    finally:
-        progress.close()
-        if out is not sys.stdout:
-            out.close()
     return 0
 
 
 def cmd_batch(args) -> int:
     from serve.batch import BatchConfig, run_batch
-    from serve.batch.reader import parse_columns
 
-    fields = {f.name for f in dataclasses.fields(BatchConfig)} - {"columns"}
     try:
-        config = BatchConfig(columns=parse_columns(args.columns), **{name: getattr(args, name) for name in fields})
+        config = from_args(BatchConfig, args)
         summary = run_batch(config)
     except ValueError as error:  # bad paths, columns, settings, or another job's parts in the output folder
         raise UsageError(str(error)) from error
@@ -258,22 +263,24 @@ def cmd_retrain(args) -> int:
     from training.retrain import retrain
     from training.training_args import TrainConfig
 
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**{name: getattr(args, name) for name in fields if hasattr(args, name)})
+    config = from_args(TrainConfig, args)
     try:
         comparison = retrain(config, args.inbox, args.start, args.adjudications, args.held_out_share, args.parent, _tolerances(args))
     except ValueError as error:
         raise UsageError(str(error)) from error
     failed = [c["name"] for c in comparison["checks"] if not c["passed"]]
-    print(f"merge: {comparison['merge']}; candidate {comparison['candidate_version']} against {comparison['parent_version']}: "
-          + (f"regresses on {', '.join(failed)}" if failed else "passes every check") + f"; see {config.out}/comparison.md")
+    print(
+        f"merge: {comparison['merge']}; candidate {comparison['candidate_version']} against {comparison['parent_version']}: "
+        + (f"regresses on {', '.join(failed)}" if failed else "passes every check")
+        + f"; see {config.out}/comparison.md"
+    )
     return 0
 
 
 def _tolerances(args):
     from training.registry import Tolerances
 
-    return Tolerances(args.max_test_drop / 100, args.max_challenge_drop / 100, args.max_real_review_fp_rise / 100)
+    return Tolerances(args.max_test_drop / 100, args.max_challenge_drop / 100, args.max_real_review_fp_rise / 100, args.significance)
 
 
 def cmd_models(args) -> int:
@@ -283,7 +290,10 @@ def cmd_models(args) -> int:
         if args.models_command == "list":
             for row in registry.list_models():
                 f1 = "–" if row["test_macro_f1"] is None else f"{row['test_macro_f1']:.4f}"
-                print(f"{'*' if row['current'] else ' '} {row['version']:<28} test macro-F1 {f1}  parent {row['parent'] or '–'}  {row['path']}")
+                print(
+                    f"{'*' if row['current'] else ' '} {row['version']:<28} test macro-F1 {f1}  "
+                    f"parent {row['parent'] or '–'}  {row['path']}"
+                )
         elif args.models_command == "average":
             return _average_models(args)
         elif args.models_command == "retune":
@@ -308,7 +318,14 @@ def _average_models(args) -> int:
         for folder in args.models:
             if not (Path(folder) / "config.json").is_file():
                 raise UsageError(f"{folder}: not a model folder (no config.json)")
-        config = config_of(args.models[-1], out=args.out, base=" + ".join(args.models), device=args.device, card_notes=args.card_notes)
+        config = config_of(
+            args.models[-1],
+            out=args.out,
+            base=" + ".join(args.models),
+            device=args.device,
+            card_notes=args.card_notes,
+            **_operating_point(args),
+        )
         corpus = corpus_for(config)
         summary = soup(args.models, config, args.weights, corpus)
     except (OSError, ValueError) as error:  # a folder that is not a model, models of different shapes, a bad weight
@@ -321,15 +338,14 @@ def _average_models(args) -> int:
 
 def _retune_model(args) -> int:
     from training.data import corpus_for
-    from training.operating_point import check_shift_rule
     from training.soup import config_of, retune
 
-    try:  # the rule and the folder are checked before the corpus is loaded, which takes a while
-        check_shift_rule(args.tune_extortion_shift, args.target_extortion_precision)
+    try:  # the folder and the settings are checked before the corpus is loaded, which takes a while
         if not (Path(args.model) / "config.json").is_file():
             raise UsageError(f"{args.model}: not a model folder (no config.json)")
-        config = config_of(args.model, out=args.out, base=args.model, device=args.device, card_notes=args.card_notes,
-                           tune_extortion_shift=args.tune_extortion_shift, target_extortion_precision=args.target_extortion_precision)
+        config = config_of(
+            args.model, out=args.out, base=args.model, device=args.device, card_notes=args.card_notes, **_operating_point(args)
+        )
         corpus = corpus_for(config)
         summary = retune(args.model, config, corpus)
     except (OSError, ValueError) as error:  # not a model, no tuning sets
@@ -340,10 +356,34 @@ def _retune_model(args) -> int:
     return 0
 
 
+def _add_operating_point_options(parser, rules, required: bool) -> None:
+    parser.add_argument(
+        "--tune-extortion-shift",
+        required=required,
+        default=None,
+        choices=rules,
+        help="how the extortion shift is chosen (see `extortion-guard train --help`)"
+        + ("" if required else "; default: as the last model's"),
+    )
+    parser.add_argument("--target-extortion-precision", type=float, default=None, help="for tuning-precision (default 0.95)")
+
+
+def _operating_point(args) -> dict:
+    """The operating-point settings given on the command line (the others come from the model's train_config.json)."""
+    chosen = {"tune_extortion_shift": args.tune_extortion_shift, "target_extortion_precision": args.target_extortion_precision}
+    return {name: value for name, value in chosen.items() if value is not None}
+
+
 def _add_tolerance_options(parser) -> None:
     parser.add_argument("--max-test-drop", type=float, default=0.5, help="points of test macro-F1 a candidate may lose (default 0.5)")
     parser.add_argument("--max-challenge-drop", type=float, default=1.0, help="points of macro-F1 on any challenge set (default 1)")
     parser.add_argument("--max-real-review-fp-rise", type=float, default=0.0, help="points of extortion rate on real reviews (default 0)")
+    parser.add_argument(
+        "--significance",
+        type=float,
+        default=0.05,
+        help="with paired evidence, a change beyond its tolerance fails only if significant at this level (default 0.05)",
+    )
 
 
 def cmd_serve(args) -> int:
@@ -358,8 +398,9 @@ def cmd_serve(args) -> int:
         print(f"extortion-guard serve: {describe_current()}", file=sys.stderr)
     try:
         settings = load_settings(args.config)
-        app = create_server(settings, args.model, args.precision, args.device, login=not args.no_login,
-                            micro_batch_wait=args.micro_batch_wait_ms / 1000)
+        app = create_server(
+            settings, args.model, args.precision, args.device, login=not args.no_login, micro_batch_wait=args.micro_batch_wait_ms / 1000
+        )
     except ValueError as error:
         raise UsageError(str(error)) from error
     # uvicorn's access log holds method, path and status only; bodies (message texts) are never logged.
@@ -379,8 +420,10 @@ def cmd_doctor(args) -> int:
     classifier = ExtortionClassifier.from_pretrained(args.model, device=args.device, precision="fp32")
     if classifier.device.type == "cpu":
         torch.set_num_threads(os.cpu_count() or 1)
-    print(f"model {classifier.version} on {classifier.device}; CPU {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads, features: {', '.join(sorted(cpu_flags())) or 'none found'}")
+    print(
+        f"model {classifier.version} on {classifier.device}; CPU {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads, features: {', '.join(sorted(cpu_flags())) or 'none found'}"
+    )
     for workload in WORKLOADS:
         choice = choose_runtime(classifier, workload, budget_seconds=args.seconds, fresh=True)
         unit = "ms per message" if workload == "batch" else "ms per call"
@@ -405,52 +448,18 @@ def cmd_hash_password(args) -> int:
     return 0
 
 
-def _add_dataclass_options(parser: argparse.ArgumentParser, cls, defaults: dict | None = None) -> None:
-    docs = _field_docs(cls)
-    for f in dataclasses.fields(cls):
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        default = (defaults or {}).get(f.name, default)
-        flag = "--" + f.name.replace("_", "-")
-        # argparse expands %(...)s in help, so a literal percent sign is doubled
-        doc = docs.get(f.name, "").replace("%", "%%")
-        if isinstance(default, list):
-            parser.add_argument(flag, dest=f.name, nargs="*", default=default, help=f"{doc} (default: {' '.join(default)})")
-        else:
-            kind = {"int": int, "int | None": int, "float": float, "float | None": _optional_float, "str | None": _optional_str}.get(f.type, str)
-            parser.add_argument(flag, dest=f.name, type=kind, default=default, help=f"{doc} (default: {default})")
-
-
-def _field_docs(cls) -> dict[str, str]:
-    """The docstring under each field of a dataclass (the convention of TrainConfig), as one line per field."""
-    import ast
-    import inspect
-
-    body = ast.parse(inspect.getsource(cls)).body[0].body
-    docs = {}
-    for field, after in zip(body, body[1:]):
-        if isinstance(field, ast.AnnAssign) and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant):
-            docs[field.target.id] = " ".join(str(after.value.value).split())
-    return docs
-
-
-def _optional_float(value: str) -> float | None:
-    return None if value.lower() in ("", "none") else float(value)
-
-
-def _optional_str(value: str) -> str | None:
-    return None if value.lower() in ("", "none") else value
-
-
 def _add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("paths", nargs="*", default=["data/annotations/messages"], help="labelled JSON Lines files or folders")
-    parser.add_argument("--challenge", nargs="*", default=["data/annotations/challenge"], help="challenge sets (files or folders), kept out of every split")
-    parser.add_argument("--eval-sets", nargs="*", default=["data/annotations/eval"], help="independent evaluation sets, kept out of every split")
-    parser.add_argument("--tuning-sets", nargs="*", default=["data/annotations/tuning"], help="independent tuning sets, kept out of every split")
+    parser.add_argument("paths", nargs="*", default=[paths.MESSAGES], help="labelled JSON Lines files or folders")
+    parser.add_argument(
+        "--challenge", nargs="*", default=[paths.CHALLENGE], help="challenge sets (files or folders), kept out of every split"
+    )
+    parser.add_argument("--eval-sets", nargs="*", default=[paths.EVAL_SETS], help="independent evaluation sets, kept out of every split")
+    parser.add_argument("--tuning-sets", nargs="*", default=[paths.TUNING_SETS], help="independent tuning sets, kept out of every split")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from training.operating_point import SHIFT_RULES
-    from training.training_args import TrainConfig
+    from serve.batch.config import BatchConfig
+    from training.training_args import SHIFT_RULES, TrainConfig
 
     parser = argparse.ArgumentParser(prog="extortion-guard", description="Detect extortion in e-commerce buyer–seller chat.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
@@ -463,35 +472,48 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=cmd_data_validate)
     stats = data.add_parser("stats", help="counts by label, source, tag, split, length band and domain")
     _add_corpus_arguments(stats)
-    stats.add_argument("--frozen-test", default="data/annotations/splits/test-v1.txt", help="the frozen list of test ids")
+    stats.add_argument("--frozen-test", default=paths.FROZEN_TEST, help="the frozen list of test ids")
     stats.add_argument("--json", action="store_true", help="print JSON")
     stats.set_defaults(func=cmd_data_stats)
     freeze = data.add_parser("freeze-test", help="write the test split's ids once; later runs keep them in test")
     _add_corpus_arguments(freeze)
     freeze.add_argument("--out", required=True, help="e.g. data/annotations/splits/test-v1.txt")
     freeze.set_defaults(func=cmd_data_freeze_test)
-    flag_real = data.add_parser("flag-real", help="score every line of the real text in sources.json; list the lines predicted "
-                                "extortion or coercion by source and line number (never their text), for relabelling")
+    flag_real = data.add_parser(
+        "flag-real",
+        help="score every line of the real text in sources.json; list the lines predicted "
+        "extortion or coercion by source and line number (never their text), for relabelling",
+    )
     flag_real.add_argument("--model", default=None, help="model folder (default: the current model)")
-    flag_real.add_argument("--sources", default="data/annotations/sources.json")
-    flag_real.add_argument("--relabels", default="data/annotations/relabels.jsonl")
+    flag_real.add_argument("--sources", default=paths.SOURCES)
+    flag_real.add_argument("--relabels", default=paths.RELABELS)
     flag_real.add_argument("--out", default=None, help="JSON Lines of flagged lines (default: stdout)")
-    flag_real.add_argument("--held-out-only", action="store_true", help="only the held-out lines that evaluation scores (its "
-                           "false-positive estimate), not the training sample")
+    flag_real.add_argument(
+        "--held-out-only",
+        action="store_true",
+        help="only the held-out lines that evaluation scores (its false-positive estimate), not the training sample",
+    )
     flag_real.add_argument("--batch-size", type=int, default=32)
     flag_real.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     flag_real.set_defaults(func=cmd_data_flag_real)
 
-    adversarial = data.add_parser("adversarial-round", help="keep a round's verified messages (every model error, as many it got "
-                                  "right), freeze a share as an evaluation set and add the rest to the corpus")
+    adversarial = data.add_parser(
+        "adversarial-round",
+        help="keep a round's verified messages (every model error, as many it got "
+        "right), freeze a share as an evaluation set and add the rest to the corpus",
+    )
     adversarial.add_argument("written", nargs="+", help="the round's messages with the writers' labels (JSON Lines files or folders)")
-    adversarial.add_argument("--second-reader", nargs="*", default=[], help="JSON Lines of id and label from a second reader; messages they "
-                             "label differently are dropped")
+    adversarial.add_argument(
+        "--second-reader",
+        nargs="*",
+        default=[],
+        help="JSON Lines of id and label from a second reader; messages they label differently are dropped",
+    )
     adversarial.add_argument("--name", required=True, help="round name, e.g. r1")
     adversarial.add_argument("--model", default=None, help="the model the round was written against (default: the current model)")
     adversarial.add_argument("--frozen-share", type=float, default=0.2, help="share of conversations frozen as the evaluation set")
-    adversarial.add_argument("--eval-dir", default="data/annotations/eval")
-    adversarial.add_argument("--corpus-dir", default="data/annotations/messages")
+    adversarial.add_argument("--eval-dir", default=paths.EVAL_SETS)
+    adversarial.add_argument("--corpus-dir", default=paths.MESSAGES)
     adversarial.add_argument("--batch-size", type=int, default=32)
     adversarial.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     adversarial.set_defaults(func=cmd_data_adversarial_round)
@@ -509,28 +531,38 @@ def build_parser() -> argparse.ArgumentParser:
     build.set_defaults(func=cmd_base_build)
 
     train = commands.add_parser("train", help="fine-tune a classifier")
-    _add_dataclass_options(train, TrainConfig)
-    train.add_argument("--compare-with", default=None, help="a model to evaluate on the same sets afterwards (e.g. the current one): "
-                       "writes comparison.json beside the new model, which `models promote` judges")
+    add_options(train, TrainConfig)
+    train.add_argument(
+        "--compare-with",
+        default=None,
+        help="a model to evaluate on the same sets afterwards (e.g. the current one): "
+        "writes comparison.json beside the new model, which `models promote` judges",
+    )
     _add_tolerance_options(train)
     train.set_defaults(func=cmd_train)
 
     evaluation = commands.add_parser("eval", help="evaluate a model on labelled data")
     evaluation.add_argument("--model", default=None, help="model folder (default: the shipped model)")
-    evaluation.add_argument("--data", nargs="+", default=["data/annotations/messages"], help="labelled JSON Lines files or folders")
-    evaluation.add_argument("--split", choices=["all", "train", "dev", "test"], default="test", help="which split of the data (default: test)")
-    evaluation.add_argument("--frozen-test", default="data/annotations/splits/test-v1.txt", help="the frozen list of test ids")
+    evaluation.add_argument("--data", nargs="+", default=[paths.MESSAGES], help="labelled JSON Lines files or folders")
+    evaluation.add_argument(
+        "--split", choices=["all", "train", "dev", "test"], default="test", help="which split of the data (default: test)"
+    )
+    evaluation.add_argument("--frozen-test", default=paths.FROZEN_TEST, help="the frozen list of test ids")
     evaluation.add_argument("--out", default="runs/eval", help="report folder")
     evaluation.add_argument("--target-precision", type=float, default=0.95, help="precision the per-label thresholds must reach")
     evaluation.add_argument("--batch-size", type=int, default=32)
     evaluation.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    evaluation.add_argument("--robustness", action="store_true", help="also score each evasion family against clean text (robustness.md, robustness.png)")
+    evaluation.add_argument(
+        "--robustness", action="store_true", help="also score each evasion family against clean text (robustness.md, robustness.png)"
+    )
     evaluation.set_defaults(func=cmd_eval)
 
     predict = commands.add_parser("predict", help="classify one message, or a JSON Lines file")
     predict.add_argument("text", nargs="?", default=None, help="the message (omit to read --input or stdin)")
     predict.add_argument("--context", action="append", default=[], help="an earlier turn as ROLE:TEXT, oldest first; repeatable")
-    predict.add_argument("--role", default=None, choices=["buyer", "seller"], help="who sent the message (default: not known, read as a buyer's)")
+    predict.add_argument(
+        "--role", default=None, choices=["buyer", "seller"], help="who sent the message (default: not known, read as a buyer's)"
+    )
     predict.add_argument("--input", default=None, help="JSON Lines input (default: stdin)")
     predict.add_argument("--output", default=None, help="JSON Lines output (default: stdout)")
     predict.add_argument("--model", default=None, help="model folder or hub id (default: the shipped model)")
@@ -544,56 +576,62 @@ def build_parser() -> argparse.ArgumentParser:
         help="score chat logs in bulk: predictions, errors, roll-ups, report",
         description="Exit codes: 0 every row scored; 3 finished, some rows in errors.jsonl; 2 bad input or usage; 1 failed.",
     )
-    batch.add_argument("inputs", nargs="+", help="files or folders: .jsonl/.json (optionally .gz), .csv (optionally .gz), .parquet")
-    batch.add_argument("--output", required=True, help="output folder (rerun the same command to resume)")
-    batch.add_argument("--columns", default=None, help="renames as FIELD=COLUMN,...: e.g. text=content,message_id=msg_id")
-    batch.add_argument("--model", default=None, help="model folder or hub id (default: the shipped model)")
-    batch.add_argument("--context-turns", type=int, default=4, help="preceding turns of the conversation given as context")
-    batch.add_argument("--max-open-conversations", type=int, default=200_000, help="conversations whose recent turns are remembered")
-    batch.add_argument("--chunk-rows", type=int, default=10_000, help="rows per chunk (unit of memory and of resumption)")
-    batch.add_argument("--batch-size", type=int, default=64)
-    batch.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    batch.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8"],
-                       help="auto: the fastest path measured here that keeps the labels (see `extortion-guard doctor`)")
-    batch.add_argument("--workers", type=int, default=1, help="scoring processes (local engine)")
-    batch.add_argument("--engine", default="local", choices=["local", "ray"])
-    batch.add_argument("--ray-address", default=None, help="Ray cluster to join (e.g. ray://head:10001 or auto); default: a local instance")
-    batch.add_argument("--ray-concurrency", type=int, default=1, help="scoring actors")
-    batch.add_argument("--ray-num-gpus", type=float, default=0.0, help="GPUs per scoring actor")
-    batch.add_argument("--quiet", action="store_true", help="no progress bar or summary line (for cron)")
-    batch.add_argument("--restart", action="store_true", help="discard another job's unfinished parts in the output folder")
+    add_options(batch, BatchConfig)
     batch.set_defaults(func=cmd_batch)
 
     retrain_parser = commands.add_parser("retrain", help="merge the moderators' inbox, fine-tune, compare with the current model")
-    retrain_parser.add_argument("--inbox", default="data/annotations/inbox", help="folder of moderators' decisions (JSON Lines)")
-    retrain_parser.add_argument("--from", dest="start", choices=["current", "base"], default="current",
-                                help="fine-tune the current model, or the base encoder (--base)")
+    retrain_parser.add_argument("--inbox", default=paths.INBOX, help="folder of moderators' decisions (JSON Lines)")
+    retrain_parser.add_argument(
+        "--from",
+        dest="start",
+        choices=["current", "base"],
+        default="current",
+        help="fine-tune the current model, or the base encoder (--base)",
+    )
     retrain_parser.add_argument("--parent", default=None, help="model to compare with (default: the current model)")
-    retrain_parser.add_argument("--adjudications", default="data/annotations/adjudications.jsonl", help="rulings that settle conflicts")
+    retrain_parser.add_argument("--adjudications", default=paths.ADJUDICATIONS, help="rulings that settle conflicts")
     retrain_parser.add_argument("--held-out-share", type=float, default=0.2, help="newest share of accepted labels kept for evaluation")
     _add_tolerance_options(retrain_parser)
-    _add_dataclass_options(retrain_parser, TrainConfig, defaults={"epochs": 1.0, "learning_rate": 2e-5, "trained_layers": 3})
+    add_options(retrain_parser, TrainConfig, defaults={"epochs": 1.0, "learning_rate": 2e-5, "trained_layers": 3})
     retrain_parser.set_defaults(func=cmd_retrain)
 
-    models = commands.add_parser("models", help="versions of the model: list, promote, roll back").add_subparsers(dest="models_command", required=True)
+    models = commands.add_parser("models", help="versions of the model: list, promote, roll back").add_subparsers(
+        dest="models_command", required=True
+    )
     models.add_parser("list", help="versions, the current one starred").set_defaults(func=cmd_models)
-    average = models.add_parser("average", help="average models fine-tuned from the same base (a model soup), tune its shift on dev, evaluate it")
-    average.add_argument("models", nargs="+", help="two or more trained model folders, fine-tuned from the same base; the last one's train_config.json gives the data and settings")
+    average = models.add_parser(
+        "average", help="average models fine-tuned from the same base (a model soup), tune its shift on dev, evaluate it"
+    )
+    average.add_argument(
+        "models",
+        nargs="+",
+        help="two or more trained model folders, fine-tuned from the same base; "
+        "the last one's train_config.json gives the data and settings",
+    )
     average.add_argument("--out", required=True, help="output folder")
-    average.add_argument("--weights", type=float, nargs="+", default=None, help="each model's share of the average, in order, summing to 1 (default: equal shares)")
+    average.add_argument(
+        "--weights",
+        type=float,
+        nargs="+",
+        default=None,
+        help="each model's share of the average, in order, summing to 1 (default: equal shares)",
+    )
     average.add_argument("--card-notes", default=None, help="a Markdown file added to the model card")
-    average.add_argument("--compare-with", default=None, help="a model to evaluate on the same sets afterwards (writes comparison.json for `models promote`)")
+    average.add_argument(
+        "--compare-with", default=None, help="a model to evaluate on the same sets afterwards (writes comparison.json for `models promote`)"
+    )
     average.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _add_operating_point_options(average, SHIFT_RULES, required=False)
     _add_tolerance_options(average)
     average.set_defaults(func=cmd_models)
     retune = models.add_parser("retune", help="give a trained model a new operating point (its extortion shift), evaluate it")
     retune.add_argument("model", help="a trained model folder; its train_config.json gives the data and settings")
     retune.add_argument("--out", required=True, help="output folder")
-    retune.add_argument("--tune-extortion-shift", default="tuning-precision", choices=[r for r in SHIFT_RULES if r != "no"],
-                        help="how the shift is chosen (see `extortion-guard train --help`; default tuning-precision)")
-    retune.add_argument("--target-extortion-precision", type=float, default=0.95, help="for tuning-precision (default 0.95)")
+    _add_operating_point_options(retune, SHIFT_RULES, required=True)
     retune.add_argument("--card-notes", default=None, help="a Markdown file added to the model card")
-    retune.add_argument("--compare-with", default=None, help="a model to evaluate on the same sets afterwards (writes comparison.json for `models promote`)")
+    retune.add_argument(
+        "--compare-with", default=None, help="a model to evaluate on the same sets afterwards (writes comparison.json for `models promote`)"
+    )
     retune.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     _add_tolerance_options(retune)
     retune.set_defaults(func=cmd_models)
@@ -610,11 +648,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--model", default=None, help="model folder or hub id (default: the shipped model)")
     serve.add_argument("--config", default=None, help="settings file (TOML): users, api_keys, inbox, batch_root")
-    serve.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8"],
-                       help="auto: the fastest path for one message measured here that keeps the labels (see `extortion-guard doctor`)")
+    serve.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "int8"],
+        help="auto: the fastest path for one message measured here that keeps the labels (see `extortion-guard doctor`)",
+    )
     serve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     serve.add_argument("--no-login", action="store_true", help="no moderator login (only on a machine only you can reach)")
-    serve.add_argument("--micro-batch-wait-ms", type=float, default=5.0, help="under concurrent load, how long a model call waits for more requests; 0: no micro-batching")
+    serve.add_argument(
+        "--micro-batch-wait-ms",
+        type=float,
+        default=5.0,
+        help="under concurrent load, how long a model call waits for more requests; 0: no micro-batching",
+    )
     serve.set_defaults(func=cmd_serve)
 
     doctor = commands.add_parser("doctor", help="time each way of running the model here and say which --precision auto uses")

@@ -10,19 +10,27 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from filelock import FileLock
 
+from model import paths
 from model.data_format import Message
 from model.labels import LABELS
 
-DEFAULT_INBOX = Path("data/annotations/inbox")
+DEFAULT_INBOX = Path(paths.INBOX)
 
 
-def decision_record(message: Message, label: str, moderator: str, model_version: str, model_label: str,
-                    model_probabilities: dict[str, float], decided_at: datetime | None = None) -> dict:
+def decision_record(
+    message: Message,
+    label: str,
+    moderator: str,
+    model_version: str,
+    model_label: str,
+    model_probabilities: dict[str, float],
+    decided_at: datetime | None = None,
+) -> dict:
     """A moderator's ruling in the annotation format, with who decided, when, and what the model said."""
     if label not in LABELS:
         raise ValueError(f"label {label!r} is not one of {', '.join(LABELS)}")
@@ -34,7 +42,7 @@ def decision_record(message: Message, label: str, moderator: str, model_version:
         label=label,
         source="moderator",
         moderator=moderator,
-        decided_at=(decided_at or datetime.now(timezone.utc)).isoformat(timespec="seconds"),
+        decided_at=(decided_at or datetime.now(UTC)).isoformat(timespec="seconds"),
         model_version=model_version,
         model_label=model_label,
         model_probabilities=model_probabilities,
@@ -47,7 +55,7 @@ def append_decision(record: dict, inbox: str | os.PathLike = DEFAULT_INBOX) -> P
     """Append one decision to today's file in ``inbox`` (``YYYY-MM-DD.jsonl``); return the file."""
     folder = Path(inbox)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{datetime.now(timezone.utc):%Y-%m-%d}.jsonl"
+    path = folder / f"{datetime.now(UTC):%Y-%m-%d}.jsonl"
     line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
     with FileLock(folder / ".lock"), open(path, "ab") as handle:  # the lock keeps each line whole beside other writers
         handle.write(line)

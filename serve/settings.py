@@ -28,6 +28,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from model import paths
+
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 
 
@@ -39,7 +41,7 @@ class ServeSettings:
     api_keys: list[str] = field(default_factory=list)
     """Bearer tokens accepted by the JSON API; none means the API is open."""
 
-    inbox: Path = Path("data/annotations/inbox")
+    inbox: Path = Path(paths.INBOX)
     """Folder the moderators' decisions are appended to."""
 
     batch_root: Path = Path("runs")
@@ -120,7 +122,7 @@ def load_settings(config: str | os.PathLike | None = None, environ: dict | None 
     return ServeSettings(
         users=users,
         api_keys=keys,
-        inbox=Path(values.get("inbox", "data/annotations/inbox")),
+        inbox=Path(values.get("inbox", paths.INBOX)),
         batch_root=Path(values.get("batch_root", "runs")),
         requests_per_second_per_key=float(values.get("requests_per_second_per_key", 0.0)),
         burst_per_key=int(values.get("burst_per_key", 20)),

@@ -54,8 +54,15 @@ def run(folder, inputs, tiny_model_dir, **overrides):
 
 def test_every_row_ends_as_a_prediction_or_an_error(tiny_model_dir, tmp_path):
     records = chat_rows(40)
-    lines = [*records[:10], "{not json", {"message_id": "e1", "text": ""}, [1, 2], {"message_id": "e2", "text": 5},
-             {"message_id": "e3", "sender_role": "robot", "text": "hi"}, *records[10:]]
+    lines = [
+        *records[:10],
+        "{not json",
+        {"message_id": "e1", "text": ""},
+        [1, 2],
+        {"message_id": "e2", "text": 5},
+        {"message_id": "e3", "sender_role": "robot", "text": "hi"},
+        *records[10:],
+    ]
     summary, out = run(tmp_path, [write_jsonl(tmp_path / "log.jsonl", lines)], tiny_model_dir)
     predictions = pq.read_table(out / "predictions.parquet")
     errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
@@ -135,16 +142,26 @@ def _random_predictions(n: int, seed: int = 0) -> pa.Table:
     import random
 
     rng = random.Random(seed)
-    maybe = lambda value: None if rng.random() < 0.1 else value  # noqa: E731 - some rows lack each key
+
+    def maybe(value):  # some rows lack each key
+        return None if rng.random() < 0.1 else value
+
     rows = []
     for i in range(n):
         probs = [rng.choice([0.1, 0.5, 0.9]) for _ in range(4)]  # few values, so ties in p_extortion are common
-        rows.append({
-            "file": f"f{i % 2}", "row": i // 2, "message_id": f"m{i}", "conversation_id": maybe(f"c{rng.randrange(20)}"),
-            "sender_id": maybe(f"u{rng.randrange(15)}"), "shop_id": maybe(f"s{rng.randrange(6)}"),
-            "time": maybe(1_764_000_000_000_000 + rng.randrange(5) * 86_400_000_000), "label": rng.choice(LABELS),
-            **{f"p_{label}": p for label, p in zip(LABELS, probs)},
-        })
+        rows.append(
+            {
+                "file": f"f{i % 2}",
+                "row": i // 2,
+                "message_id": f"m{i}",
+                "conversation_id": maybe(f"c{rng.randrange(20)}"),
+                "sender_id": maybe(f"u{rng.randrange(15)}"),
+                "shop_id": maybe(f"s{rng.randrange(6)}"),
+                "time": maybe(1_764_000_000_000_000 + rng.randrange(5) * 86_400_000_000),
+                "label": rng.choice(LABELS),
+                **{f"p_{label}": p for label, p in zip(LABELS, probs, strict=True)},
+            }
+        )
     return pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA)
 
 
@@ -162,7 +179,11 @@ def test_rollups_built_batch_by_batch_equal_rollups_in_one_go(tmp_path):
 def test_rollups_of_no_predictions_are_empty_tables(tmp_path):
     path = tmp_path / "predictions.parquet"
     pq.write_table(PREDICTION_SCHEMA.empty_table(), path)
-    assert {name: table.num_rows for name, table in Rollups.of_file(path).tables().items()} == {"conversations": 0, "senders": 0, "shops": 0}
+    assert {name: table.num_rows for name, table in Rollups.of_file(path).tables().items()} == {
+        "conversations": 0,
+        "senders": 0,
+        "shops": 0,
+    }
 
 
 def _crash_after_two_parts(config):
@@ -255,7 +276,9 @@ def test_cli_exit_codes_tell_errors_from_failure(tiny_model_dir, tmp_path, capsy
     assert main(["batch", str(dirty), "--output", str(tmp_path / "b"), *common]) == 3
     assert main(["batch", str(tmp_path / "missing"), "--output", str(tmp_path / "c"), *common]) == 2
     assert "no such file" in capsys.readouterr().err
-    assert main(["batch", str(clean), "--output", str(tmp_path / "d"), "--columns", "body", *common]) == 2
+    with pytest.raises(SystemExit) as bad_flag:  # argparse refuses the flag, naming it and the problem
+        main(["batch", str(clean), "--output", str(tmp_path / "d"), "--columns", "body", *common])
+    assert bad_flag.value.code == 2 and "argument --columns: 'body' should be FIELD=COLUMN" in capsys.readouterr().err
 
 
 def test_undecodable_bytes_are_error_rows_not_text(tiny_model_dir, tmp_path):
@@ -315,8 +338,19 @@ def test_a_full_disk_fails_clearly_leaves_nothing_half_written_and_the_rerun_res
     from serve.cli import main
 
     log = write_jsonl(tmp_path / "log.jsonl", chat_rows(50))
-    args = ["batch", str(log), "--output", str(tmp_path / "out"), "--model", str(tiny_model_dir), "--precision", "fp32",
-            "--chunk-rows", "16", "--quiet"]
+    args = [
+        "batch",
+        str(log),
+        "--output",
+        str(tmp_path / "out"),
+        "--model",
+        str(tiny_model_dir),
+        "--precision",
+        "fp32",
+        "--chunk-rows",
+        "16",
+        "--quiet",
+    ]
     write_table, written = engine.pq.write_table, []
 
     def fills_the_disk_on_the_third_part(table, where, *a, **k):
@@ -344,19 +378,34 @@ def test_message_text_never_reaches_the_logs_or_stderr(tiny_model_dir, tmp_path,
     from serve.cli import main
 
     secret = "不给钱就差评秘密内容"
-    rows = [*chat_rows(5), {"message_id": "s", "conversation_id": "c1", "text": secret},
-            {"message_id": "bad", "text": secret, "sender_role": "robot"}, '{"text": "' + secret]
+    rows = [
+        *chat_rows(5),
+        {"message_id": "s", "conversation_id": "c1", "text": secret},
+        {"message_id": "bad", "text": secret, "sender_role": "robot"},
+        '{"text": "' + secret,
+    ]
     log = write_jsonl(tmp_path / "log.jsonl", rows)
     with caplog.at_level(logging.DEBUG):
-        code = main(["--verbose", "batch", str(log), "--output", str(tmp_path / "out"), "--model", str(tiny_model_dir),
-                     "--precision", "fp32"])
+        code = main(
+            ["--verbose", "batch", str(log), "--output", str(tmp_path / "out"), "--model", str(tiny_model_dir), "--precision", "fp32"]
+        )
     captured = capsys.readouterr()
     assert code == 3 and secret not in caplog.text and secret not in captured.err and secret not in captured.out
     assert secret not in (tmp_path / "out" / "errors.jsonl").read_text(encoding="utf-8")  # reasons name the problem, not the text
 
 
-KILL_POINTS = ("reading", "first-score", "third-score", "part-errors-written", "part-parquet-half-written", "after-two-parts",
-               "predictions-written", "rollups-half-written", "report", "summary")
+KILL_POINTS = (
+    "reading",
+    "first-score",
+    "third-score",
+    "part-errors-written",
+    "part-parquet-half-written",
+    "after-two-parts",
+    "predictions-written",
+    "rollups-half-written",
+    "report",
+    "summary",
+)
 
 
 def _die_at(config, point):
@@ -407,7 +456,7 @@ def _die_at(config, point):
         def half(table, where, *args, **kwargs):
             count[0] += 1
             if count[0] == 3:
-                open(where, "wb").write(b"PAR1 half")
+                Path(where).write_bytes(b"PAR1 half")
                 die()
             return original_write(table, where, *args, **kwargs)
 

@@ -14,14 +14,19 @@ def run(argv, capsys):
 
 
 def test_predict_one_message_with_context(tiny_model_dir, capsys):
-    code, out, _ = run(["predict", "钱呢", "--context", "buyer:给我转账", "--context", "卖家：不行", "--model", str(tiny_model_dir)], capsys)
+    code, out, _ = run(
+        ["predict", "钱呢", "--context", "buyer:给我转账", "--context", "卖家：不行", "--model", str(tiny_model_dir)], capsys
+    )
     assert code == 0
     result = json.loads(out)
     assert result["label"] in result["probabilities"] and result["truncated"] is False
 
 
 def test_predict_file_writes_one_line_per_input_with_ids(tiny_model_dir, tmp_path, capsys):
-    source = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "text": "在吗"}, {"id": "b", "text": "不给钱就差评", "context": [{"role": "seller", "text": "亲"}]}])
+    source = write_jsonl(
+        tmp_path / "in.jsonl",
+        [{"id": "a", "text": "在吗"}, {"id": "b", "text": "不给钱就差评", "context": [{"role": "seller", "text": "亲"}]}],
+    )
     target = tmp_path / "out.jsonl"
     code, _, _ = run(["predict", "--input", str(source), "--output", str(target), "--model", str(tiny_model_dir)], capsys)
     assert code == 0
@@ -33,12 +38,15 @@ def test_predict_writes_chunk_by_chunk_in_input_order_with_progress(tiny_model_d
     monkeypatch.setattr("serve.cli.PREDICT_CHUNK", 3)
     records = [{"id": f"m{i}", "text": "在吗" * (7 - i)} for i in range(7)]  # lengths falling: sorting must not reorder
     target = tmp_path / "out.jsonl"
-    code, _, err = run(["predict", "--input", str(write_jsonl(tmp_path / "in.jsonl", records)), "--output", str(target),
-                        "--model", str(tiny_model_dir)], capsys)
+    code, _, err = run(
+        ["predict", "--input", str(write_jsonl(tmp_path / "in.jsonl", records)), "--output", str(target), "--model", str(tiny_model_dir)],
+        capsys,
+    )
     assert code == 0 and [json.loads(line)["id"] for line in target.read_text().splitlines()] == [r["id"] for r in records]
     assert "7/7" in err
-    code, _, err = run(["predict", "--input", str(tmp_path / "in.jsonl"), "--output", str(target), "--model", str(tiny_model_dir),
-                        "--quiet"], capsys)
+    code, _, err = run(
+        ["predict", "--input", str(tmp_path / "in.jsonl"), "--output", str(target), "--model", str(tiny_model_dir), "--quiet"], capsys
+    )
     assert code == 0 and "7/7" not in err
 
 
@@ -71,16 +79,30 @@ def test_context_turn_syntax():
 
 
 def test_eval_writes_report(tiny_model_dir, tmp_path, capsys):
-    records = [{"id": f"e{i}", "text": t, "label": l} for i, (t, l) in enumerate([("不给钱就差评", "extortion"), ("在吗", "normal"), ("退款", "complaint"), ("不退款就投诉", "coercion")])]
+    records = [
+        {"id": f"e{i}", "text": t, "label": label}
+        for i, (t, label) in enumerate(
+            [("不给钱就差评", "extortion"), ("在吗", "normal"), ("退款", "complaint"), ("不退款就投诉", "coercion")]
+        )
+    ]
     data = write_jsonl(tmp_path / "d.jsonl", records)
-    code, out, _ = run(["eval", "--model", str(tiny_model_dir), "--data", str(data), "--split", "all", "--out", str(tmp_path / "r")], capsys)
+    code, out, _ = run(
+        ["eval", "--model", str(tiny_model_dir), "--data", str(data), "--split", "all", "--out", str(tmp_path / "r")], capsys
+    )
     assert code == 0 and "macro-F1" in out
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["n"] == 4
 
 
 def test_data_stats_json(tmp_path, capsys):
     records = [
-        {"id": "a#1", "text": "给我转五百不然差评", "label": "extortion", "source": "written", "tags": ["domain:服装"], "context": [{"role": "seller", "text": "亲"}]},
+        {
+            "id": "a#1",
+            "text": "给我转五百不然差评",
+            "label": "extortion",
+            "source": "written",
+            "tags": ["domain:服装"],
+            "context": [{"role": "seller", "text": "亲"}],
+        },
         {"id": "b", "text": "在吗", "label": "normal", "source": "written", "tags": ["domain:数码", "hard-negative"]},
         {"id": "c", "text": "想店铺平安就意思意思", "label": "extortion", "source": "generated", "tags": ["domain:数码", "keyword-free"]},
     ]
@@ -104,16 +126,24 @@ def test_train_help_shows_each_settings_help_text(capsys):
     assert "Keep only this many of the base's encoder layers" in out
 
 
-def test_light_commands_do_not_import_torch(tmp_path):
+LIGHT_COMMANDS = {
+    "help": "import contextlib\nwith contextlib.suppress(SystemExit): main(['--help'])",
+    "hash-password": "sys.stdin = io.StringIO('a long enough password\\n')\nassert main(['hash-password', '--stdin']) == 0",
+    "data validate": "assert main(['data', 'validate', DATA]) == 0",
+}
+
+
+@pytest.mark.parametrize("command", LIGHT_COMMANDS)
+def test_light_commands_do_not_import_torch(tmp_path, command):
     import subprocess
     import sys
 
     data = tmp_path / "one.jsonl"
     data.write_text('{"id": "a-1", "text": "在吗", "context": [], "label": "normal"}\n', encoding="utf-8")
     script = (
-        "import sys\nfrom serve.cli import main\n"
-        f"assert main(['data', 'validate', {str(data)!r}]) == 0\n"
-        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'a light command loaded torch'\n"
+        f"import io, sys\nfrom serve.cli import main\nDATA = {str(data)!r}\n{LIGHT_COMMANDS[command]}\n"
+        "heavy = sorted({'torch', 'transformers', 'gradio'} & set(sys.modules))\n"
+        "assert not heavy, f'a light command loaded {heavy}'\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]

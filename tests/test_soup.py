@@ -9,8 +9,8 @@ from model.labels import LABEL2ID
 from serve.cli import main
 from tests.conftest import save_tiny_model, write_jsonl
 from tests.test_training import synthetic_records
-from training.soup import average_weights
 from training.operating_point import classification_head
+from training.soup import average_weights
 from training.training_args import TrainConfig
 
 EXTORTION = LABEL2ID["extortion"]
@@ -54,7 +54,7 @@ def test_several_models_average_in_equal_shares_by_default(tmp_path):
 def test_models_of_different_shapes_are_refused_by_name(tmp_path, capsys):
     small = save_tiny_model(tmp_path / "small", max_length=64)
     longer = save_tiny_model(tmp_path / "longer", max_length=128)  # more position embeddings
-    with pytest.raises(ValueError, match="position_embeddings.*same base"):
+    with pytest.raises(ValueError, match=r"position_embeddings.*same base"):
         average_weights([small, longer])
     with pytest.raises(ValueError, match="weights must be one non-negative number per model summing to 1"):
         average_weights([small, small], [1.5, -0.5])
@@ -69,8 +69,19 @@ def test_models_of_different_shapes_are_refused_by_name(tmp_path, capsys):
 def test_a_soup_gets_its_own_operating_point_evaluation_card_and_comparison(tmp_path, capsys):
     first, second = save_tiny_model(tmp_path / "first", seed=0), save_tiny_model(tmp_path / "second", seed=1)
     data = write_jsonl(tmp_path / "data.jsonl", synthetic_records(80))
-    trained_with = TrainConfig(data=[str(data)], frozen_test=None, challenge=[], eval_sets=[], sources=None, base="tiny",
-                               out=str(second), max_length=32, device="cpu", precision="fp32", tune_extortion_shift="dev-macro-f1")
+    trained_with = TrainConfig(
+        data=[str(data)],
+        frozen_test=None,
+        challenge=[],
+        eval_sets=[],
+        sources=None,
+        base="tiny",
+        out=str(second),
+        max_length=32,
+        device="cpu",
+        precision="fp32",
+        tune_extortion_shift="dev-macro-f1",
+    )
     (second / "train_config.json").write_text(json.dumps(trained_with.to_dict()))  # the data and settings the soup is judged on
     out = tmp_path / "soup"
 
@@ -93,12 +104,41 @@ def test_retune_gives_a_trained_model_a_new_operating_point_and_changes_nothing_
     tuning = tmp_path / "tuning"
     tuning.mkdir()
     write_jsonl(tuning / "writer-a.jsonl", [{**r, "id": f"tune-{i}"} for i, r in enumerate(synthetic_records(40, seed=5))])
-    trained_with = TrainConfig(data=[str(data)], frozen_test=None, challenge=[], eval_sets=[], tuning_sets=[str(tuning)], sources=None,
-                               base="tiny", out=str(model), max_length=32, device="cpu", precision="fp32", tune_extortion_shift="dev-macro-f1")
+    trained_with = TrainConfig(
+        data=[str(data)],
+        frozen_test=None,
+        challenge=[],
+        eval_sets=[],
+        tuning_sets=[str(tuning)],
+        sources=None,
+        base="tiny",
+        out=str(model),
+        max_length=32,
+        device="cpu",
+        precision="fp32",
+        tune_extortion_shift="dev-macro-f1",
+    )
     (model / "train_config.json").write_text(json.dumps(trained_with.to_dict()))
     out = tmp_path / "retuned"
 
-    assert main(["models", "retune", str(model), "--out", str(out), "--target-extortion-precision", "0.3", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "models",
+                "retune",
+                str(model),
+                "--out",
+                str(out),
+                "--tune-extortion-shift",
+                "tuning-precision",
+                "--target-extortion-precision",
+                "0.3",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
 
     summary = json.loads((out / "train_metrics.json").read_text())
     shift = json.loads((out / "config.json").read_text())["extortion_guard_extortion_logit_shift"]
@@ -115,5 +155,20 @@ def test_retune_gives_a_trained_model_a_new_operating_point_and_changes_nothing_
     assert "with a new operating point" in card and "extortion precision on the tuning sets reaches 0.3" in card
 
     (model / "train_config.json").write_text(json.dumps({**trained_with.to_dict(), "tuning_sets": [str(tmp_path / "none")]}))
-    assert main(["models", "retune", str(model), "--out", str(tmp_path / "again"), "--device", "cpu"]) == 2
+    assert (
+        main(
+            [
+                "models",
+                "retune",
+                str(model),
+                "--out",
+                str(tmp_path / "again"),
+                "--tune-extortion-shift",
+                "tuning-macro-f1",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     assert "needs tuning sets" in capsys.readouterr().err

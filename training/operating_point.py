@@ -15,14 +15,6 @@ import torch
 from model.labels import LABEL2ID, LABELS
 
 SHIFT_KEY = "extortion_guard_extortion_logit_shift"
-SHIFT_RULES = ("no", "dev-macro-f1", "tuning-macro-f1", "tuning-precision")
-
-
-def check_shift_rule(rule: str, target_precision: float) -> None:
-    if rule not in SHIFT_RULES:
-        raise ValueError(f"tune_extortion_shift must be one of {', '.join(SHIFT_RULES)}; got {rule!r}")
-    if not 0.0 < target_precision <= 1.0:
-        raise ValueError(f"target_extortion_precision must be in (0, 1]; got {target_precision}")
 
 
 def messages_to_tune_on(rule: str, corpus) -> list:
@@ -45,13 +37,24 @@ def shift_curve(logits: np.ndarray, labels: np.ndarray, largest: float = 3.0, st
         predicted = shifted.argmax(axis=1)
         precision, recall, _, _ = precision_recall_fscore_support(labels, predicted, labels=[extortion], zero_division=0)
         macro_f1 = f1_score(labels, predicted, labels=list(range(len(LABELS))), average="macro", zero_division=0)
-        curve.append({"shift": round(float(shift), 4), "macro_f1": float(macro_f1),
-                      "extortion_precision": float(precision[0]), "extortion_recall": float(recall[0])})
+        curve.append(
+            {
+                "shift": round(float(shift), 4),
+                "macro_f1": float(macro_f1),
+                "extortion_precision": float(precision[0]),
+                "extortion_recall": float(recall[0]),
+            }
+        )
     return curve
 
 
 def extortion_logit_shift(
-    logits: np.ndarray, labels: np.ndarray, rule: str = "dev-macro-f1", target_precision: float = 0.95, largest: float = 3.0, step: float = 0.05
+    logits: np.ndarray,
+    labels: np.ndarray,
+    rule: str = "dev-macro-f1",
+    target_precision: float = 0.95,
+    largest: float = 3.0,
+    step: float = 0.05,
 ) -> float:
     """The shift ``rule`` picks on these labelled logits: the highest macro-F1 (the smallest shift on ties), or for
     ``tuning-precision`` the smallest shift whose extortion precision reaches ``target_precision`` (macro-F1 where none does)."""

@@ -20,7 +20,7 @@ from model.classifier import ExtortionClassifier, model_version, resolve_device
 from model.labels import LABEL2ID
 
 from .data import corpus_for
-from .operating_point import apply_shift, check_shift_rule, extortion_logit_shift, messages_to_tune_on, undo_shift
+from .operating_point import apply_shift, extortion_logit_shift, messages_to_tune_on, undo_shift
 from .score_cache import CachedScores
 from .trainer import corpus_counts, evaluate_run, save_model, write_run_files
 from .training_args import TrainConfig
@@ -53,18 +53,17 @@ def average_weights(models: Sequence[str | Path], weights: Sequence[float] | Non
     states, target = [m.state_dict() for m in loaded[:-1]], loaded[-1]
     with torch.no_grad():
         for name, tensor in target.state_dict().items():
-            for path, state in zip(models, states):
+            for path, state in zip(models[:-1], states, strict=True):
                 if name not in state or state[name].shape != tensor.shape:
                     raise ValueError(f"{path} and {models[-1]} differ in {name}: average only models fine-tuned from the same base")
             if tensor.is_floating_point():
-                tensor.copy_(sum(w * s[name] for w, s in zip(weights, states)) + weights[-1] * tensor)
+                tensor.copy_(sum(w * s[name] for w, s in zip(weights[:-1], states, strict=True)) + weights[-1] * tensor)
     return target
 
 
 def tune_shift(model, tokenizer, config: TrainConfig, corpus) -> float | None:
     """Lower the extortion logit by the shift ``config.tune_extortion_shift`` picks (as training does); returns the shift,
     or None where the rule is ``no``."""
-    check_shift_rule(config.tune_extortion_shift, config.target_extortion_precision)
     if config.tune_extortion_shift == "no":
         return None
     messages = messages_to_tune_on(config.tune_extortion_shift, corpus)
@@ -86,7 +85,7 @@ def soup(models: Sequence[str | Path], config: TrainConfig, weights: Sequence[fl
     weights = soup_weights(models, weights)
     model, tokenizer = average_weights(models, weights), AutoTokenizer.from_pretrained(str(models[-1]))
     parents = [model_version(p) for p in models]
-    averaged_from = " + ".join(f"{w:.3g} × `{p}`" for w, p in zip(weights, parents))
+    averaged_from = " + ".join(f"{w:.3g} × `{p}`" for w, p in zip(weights, parents, strict=True))
     return _finish(model, tokenizer, config, corpus, parents[0], averaged_from=averaged_from)
 
 

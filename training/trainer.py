@@ -15,11 +15,11 @@ from model.labels import ID2LABEL, LABEL2ID, LABELS
 
 from .data import corpus_for, label_counts, to_dataset
 from .evaluate import compute_metrics, evaluate, extortion_rate
-from .operating_point import SHIFT_KEY, apply_shift, check_shift_rule, extortion_logit_shift, messages_to_tune_on
+from .model_card import write_model_card
+from .operating_point import SHIFT_KEY, apply_shift, extortion_logit_shift, messages_to_tune_on
 from .perturb import augment
 from .robustness import robustness, write_robustness
 from .score_cache import CachedScores
-from .model_card import write_model_card
 from .training_args import TrainConfig
 
 
@@ -58,9 +58,6 @@ def train(config: TrainConfig, corpus=None) -> dict:
 
     ClassifierTrainer = make_trainer_class()
 
-    check_shift_rule(config.tune_extortion_shift, config.target_extortion_precision)
-    if config.hard_case_weight <= 0 or not 0 <= config.label_smoothing < 1:
-        raise ValueError(f"hard_case_weight must be > 0 and label_smoothing in [0, 1); got {config.hard_case_weight}, {config.label_smoothing}")
     set_seed(config.seed)
     device = resolve_device(config.device)
     corpus = corpus or corpus_for(config)
@@ -149,10 +146,18 @@ def train(config: TrainConfig, corpus=None) -> dict:
     if tune_on:
         # The predictions come in the sampler's order (transformers 5 groups eval batches by length too), so the labels
         # are the ones returned beside them, never the messages' order.
-        tune_set = dev_set if tune_on is corpus.dev else to_dataset(tune_on, tokenizer, config.max_length, config.text_preparation, config.role_marker)
+        tune_set = (
+            dev_set
+            if tune_on is corpus.dev
+            else to_dataset(tune_on, tokenizer, config.max_length, config.text_preparation, config.role_marker)
+        )
         prediction = trainer.predict(tune_set)
-        shift = extortion_logit_shift(np.asarray(prediction.predictions, dtype=np.float32), np.asarray(prediction.label_ids),
-                                      rule=config.tune_extortion_shift, target_precision=config.target_extortion_precision)
+        shift = extortion_logit_shift(
+            np.asarray(prediction.predictions, dtype=np.float32),
+            np.asarray(prediction.label_ids),
+            rule=config.tune_extortion_shift,
+            target_precision=config.target_extortion_precision,
+        )
         apply_shift(trained, shift)
     trained.config.extortion_guard_max_length = config.max_length
     trained.config.extortion_guard_text_preparation = config.text_preparation
@@ -208,7 +213,8 @@ def keep_layers(model, count: int) -> None:
 
 
 def train_top_layers_only(model, count: int) -> list:
-    """No gradients for the embeddings and every encoder layer below the top ``count`` (a model with no more layers trains them all; its embeddings stay fixed).
+    """No gradients for the embeddings and every encoder layer below the top ``count`` (a model with no more layers trains
+    them all; its embeddings stay fixed).
 
     Returns the frozen modules.
     """
@@ -291,7 +297,9 @@ def evaluate_run(classifier, corpus, config: TrainConfig, eval_dir: Path) -> dic
     }
     if corpus.tuning:  # reported beside the operating point chosen on them; never a headline figure
         results["tuning"] = evaluate(classifier, corpus.tuning[:limit], eval_dir / "tuning", "Tuning sets", size)
-    results["external_extortion_rate"] = {name: extortion_rate(classifier, messages[:limit], size) for name, messages in corpus.external_held_out.items()}
+    results["external_extortion_rate"] = {
+        name: extortion_rate(classifier, messages[:limit], size) for name, messages in corpus.external_held_out.items()
+    }
     return results
 
 

@@ -15,7 +15,7 @@ import json
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -91,7 +91,7 @@ def parse_columns(spec: str | None) -> dict[str, str]:
         ours, _, theirs = item.partition("=")
         ours, theirs = ours.strip(), theirs.strip()
         if ours not in FIELDS or not theirs:
-            raise ValueError(f"--columns: {item!r} should be FIELD=COLUMN with FIELD one of {', '.join(FIELDS)}")
+            raise ValueError(f"{item!r} should be FIELD=COLUMN with FIELD one of {', '.join(FIELDS)}")
         columns[ours] = theirs
     return columns
 
@@ -196,7 +196,10 @@ def _parquet_records(path: Path):
 
 def to_chat_row(record: dict, file: str, row: int, columns: dict[str, str]) -> ChatRow | ErrorRow:
     """Validate one record (chat-log fields, renamed by ``columns``, or the annotation format)."""
-    get = lambda field: record.get(columns.get(field, field))  # noqa: E731
+
+    def get(field: str):
+        return record.get(columns.get(field, field))
+
     message_id = _printable(_as_key(get("message_id") if get("message_id") is not None else record.get("id")))
     text = get("text")
     if text is None:
@@ -221,8 +224,17 @@ def to_chat_row(record: dict, file: str, row: int, columns: dict[str, str]) -> C
             return ErrorRow(file, row, str(error), message_id)
     ts = get("ts")
     return ChatRow(
-        file, row, text, message_id, _as_key(get("conversation_id")), _as_key(get("sender_id")), role,
-        _as_key(get("shop_id")), None if ts in (None, "") else str(ts), parse_time(ts), context,
+        file,
+        row,
+        text,
+        message_id,
+        _as_key(get("conversation_id")),
+        _as_key(get("sender_id")),
+        role,
+        _as_key(get("shop_id")),
+        None if ts in (None, "") else str(ts),
+        parse_time(ts),
+        context,
     )
 
 
@@ -250,15 +262,15 @@ def parse_time(value) -> datetime | None:
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     try:
         number = float(value)
     except (TypeError, ValueError):
         number = None
     try:
         if number is not None:
-            return datetime.fromtimestamp(number / 1000 if number > 1e11 else number, tz=timezone.utc)
+            return datetime.fromtimestamp(number / 1000 if number > 1e11 else number, tz=UTC)
         parsed = datetime.fromisoformat(str(value).strip())
     except (ValueError, OverflowError, OSError):
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

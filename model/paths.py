@@ -1,0 +1,13 @@
+"""Default places of the project's data, relative to the repository root (where the commands are run)."""
+
+ANNOTATIONS = "data/annotations"
+MESSAGES = f"{ANNOTATIONS}/messages"
+CHALLENGE = f"{ANNOTATIONS}/challenge"
+EVAL_SETS = f"{ANNOTATIONS}/eval"
+BLIND = f"{EVAL_SETS}/blind"
+TUNING_SETS = f"{ANNOTATIONS}/tuning"
+FROZEN_TEST = f"{ANNOTATIONS}/splits/test-v1.txt"
+SOURCES = f"{ANNOTATIONS}/sources.json"
+RELABELS = f"{ANNOTATIONS}/relabels.jsonl"
+INBOX = f"{ANNOTATIONS}/inbox"
+ADJUDICATIONS = f"{ANNOTATIONS}/adjudications.jsonl"
