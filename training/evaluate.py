@@ -10,6 +10,8 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_recall_curve, 
 
 from model.labels import LABEL2ID, LABELS
 
+from .paired import write_predictions
+
 
 def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, bins: int = 10) -> float:
     """Gap between confidence and accuracy of the top label, averaged over equal-width confidence bins."""
@@ -43,7 +45,7 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, target_precision: flo
     ids = list(range(len(LABELS)))
     p, r, f, support = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
     return {
-        "n": int(len(y_true)),
+        "n": len(y_true),
         "accuracy": float((y_pred == y_true).mean()) if len(y_true) else 0.0,
         "macro_f1": float(f1_score(y_true, y_pred, labels=ids, average="macro", zero_division=0)),
         "per_class": {
@@ -135,14 +137,18 @@ def write_report(y_true: np.ndarray, probs: np.ndarray, out_dir: str | Path, tit
     return metrics
 
 
-def evaluate(classifier, messages, out_dir: str | Path, title: str = "Evaluation", batch_size: int = 32, target_precision: float = 0.95) -> dict:
+def evaluate(
+    classifier, messages, out_dir: str | Path, title: str = "Evaluation", batch_size: int = 32, target_precision: float = 0.95
+) -> dict:
     """Predict labelled ``messages`` with ``classifier`` and write the report into ``out_dir``."""
     unlabelled = [m.id for m in messages if m.label is None]
     if unlabelled:
         raise ValueError(f"{len(unlabelled)} messages have no label (first: {unlabelled[0]!r}); evaluation needs labels")
     probs = classifier.predict_proba(messages, batch_size=batch_size)
     y_true = np.array([LABEL2ID[m.label] for m in messages])
-    return write_report(y_true, probs, out_dir, title, target_precision)
+    metrics = write_report(y_true, probs, out_dir, title, target_precision)
+    write_predictions(out_dir, [m.id or f"#{i}" for i, m in enumerate(messages)], y_true, probs.argmax(axis=1))
+    return metrics
 
 
 def extortion_rate(classifier, messages, batch_size: int = 32) -> dict:
@@ -153,5 +159,5 @@ def extortion_rate(classifier, messages, batch_size: int = 32) -> dict:
     if not messages:
         return {"n": 0, "extortion": 0, "rate": 0.0, "flagged": []}
     labels = classifier.predict_proba(messages, batch_size=batch_size).argmax(axis=1)
-    flagged = [m.id for m, label in zip(messages, labels) if label == LABEL2ID["extortion"]]
+    flagged = [m.id for m, label in zip(messages, labels, strict=True) if label == LABEL2ID["extortion"]]
     return {"n": len(messages), "extortion": len(flagged), "rate": len(flagged) / len(messages), "flagged": flagged}

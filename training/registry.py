@@ -17,17 +17,27 @@ import json
 import os
 import shutil
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from filelock import FileLock
 
-from model.registry import DEFAULT_MODEL_DIR
 from model.files import write_text_atomically
-from model.registry import read_registry, registry_root
+from model.registry import DEFAULT_MODEL_DIR, read_registry, registry_root
 
-MODEL_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "README.md",
-               "train_config.json", "train_metrics.json", "comparison.json", "comparison.md", "manifest.json")
+MODEL_FILES = (
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "README.md",
+    "train_config.json",
+    "train_metrics.json",
+    "comparison.json",
+    "comparison.md",
+    "manifest.json",
+)
 
 
 @dataclass
@@ -43,6 +53,12 @@ class Tolerances:
     real_review_fp_rise: float = 0.0
     """Largest rise in the extortion rate on held-out real reviews (none)."""
 
+    significance: float = 0.05
+    """Where the comparison holds paired evidence (both models' predictions on the same items), a change beyond its
+    tolerance fails only if it is also significant at this level: in a paired bootstrap the candidate is not worse in
+    fewer than this share of resamples, or the exact McNemar test of the lines only one model flags gives p below it.
+    A change within noise passes, and the decision is the same every time for the same comparison."""
+
 
 def _locked(root: Path) -> FileLock:
     root.mkdir(parents=True, exist_ok=True)
@@ -56,14 +72,17 @@ def _write_registry(root: Path, registry: dict) -> None:
 def check_promotion(comparison: dict, tolerances: Tolerances) -> list[dict]:
     """Each check of a comparison against the tolerances: name, parent, candidate, change, allowed, passed."""
     checks = []
+    paired = comparison.get("paired", {})
 
     def check(name: str, parent, candidate, allowed: float, higher_is_better: bool = True):
         if parent is None or candidate is None:
             checks.append({"name": name, "parent": parent, "candidate": candidate, "passed": True, "note": "not measured"})
             return
         change = candidate - parent
-        passed = change >= -allowed if higher_is_better else change <= allowed
-        checks.append({"name": name, "parent": parent, "candidate": candidate, "change": round(change, 6), "allowed": allowed, "passed": passed})
+        beyond = change < -allowed if higher_is_better else change > allowed
+        row = {"name": name, "parent": parent, "candidate": candidate, "change": round(change, 6), "allowed": allowed}
+        row |= {"passed": not beyond} | _significance(paired.get(name), beyond, tolerances.significance)
+        checks.append(row)
 
     parent, candidate = comparison["parent"], comparison["candidate"]
     check("test macro-F1", parent.get("test_macro_f1"), candidate.get("test_macro_f1"), tolerances.test_macro_f1_drop)
@@ -73,9 +92,28 @@ def check_promotion(comparison: dict, tolerances: Tolerances) -> list[dict]:
         check(f"challenge {name} macro-F1", parent.get("challenge_macro_f1", {}).get(name), value, tolerances.challenge_macro_f1_drop)
     for name, value in candidate.get("eval_macro_f1", {}).items():
         check(f"evaluation set {name} macro-F1", parent.get("eval_macro_f1", {}).get(name), value, tolerances.challenge_macro_f1_drop)
-    check("extortion rate on real reviews", parent.get("real_review_extortion_rate"), candidate.get("real_review_extortion_rate"),
-          tolerances.real_review_fp_rise, higher_is_better=False)
+    check(
+        "extortion rate on real reviews",
+        parent.get("real_review_extortion_rate"),
+        candidate.get("real_review_extortion_rate"),
+        tolerances.real_review_fp_rise,
+        higher_is_better=False,
+    )
     return checks
+
+
+def _significance(evidence: dict | None, beyond: bool, significance: float) -> dict:
+    """With paired evidence, whether a change beyond its tolerance is also beyond noise; the interval or p-value shown."""
+    if not evidence:
+        return {}
+    significant = evidence["p_value"] < significance
+    shown = {"p_value": evidence["p_value"]}
+    if "interval" in evidence:
+        shown["interval"] = evidence["interval"]
+    else:
+        shown["flagged_only_by"] = [evidence["only_parent"], evidence["only_candidate"]]
+    note = "beyond tolerance and significant" if beyond and significant else "beyond tolerance, within noise" if beyond else ""
+    return {"passed": not (beyond and significant), **shown, **({"note": note} if note else {})}
 
 
 def promote(run: Path, tolerances: Tolerances, force_reason: str | None = None, root: Path | None = None) -> dict:
@@ -88,8 +126,10 @@ def promote(run: Path, tolerances: Tolerances, force_reason: str | None = None, 
     checks = check_promotion(comparison, tolerances)
     failed = [c["name"] for c in checks if not c["passed"]]
     if failed and not force_reason:
-        raise PromotionRefused(f"{run.name} regresses beyond the tolerances on: {', '.join(failed)} (see {comparison_file}); "
-                               "use --force --reason TEXT to promote anyway")
+        raise PromotionRefused(
+            f"{run.name} regresses beyond the tolerances on: {', '.join(failed)} (see {comparison_file}); "
+            "use --force --reason TEXT to promote anyway"
+        )
     with _locked(root):
         registry = read_registry(root)
         version = run.name
@@ -103,9 +143,17 @@ def promote(run: Path, tolerances: Tolerances, force_reason: str | None = None, 
                 shutil.copy2(run / name, staging / name)
         if (run / "eval").is_dir():
             shutil.copytree(run / "eval", staging / "eval")
-        entry = {"action": "promote", "version": version, "previous": registry["current"] or _default_version(),
-                 "previous_is_default": registry["current"] is None, "at": _now(),
-                 "forced": bool(failed), "reason": force_reason if failed else None, "checks": checks, "parent": comparison.get("parent_version")}
+        entry = {
+            "action": "promote",
+            "version": version,
+            "previous": registry["current"] or _default_version(),
+            "previous_is_default": registry["current"] is None,
+            "at": _now(),
+            "forced": bool(failed),
+            "reason": force_reason if failed else None,
+            "checks": checks,
+            "parent": comparison.get("parent_version"),
+        }
         (staging / "lineage.json").write_text(json.dumps(entry, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         os.replace(staging, root / version)
         registry["current"] = version
@@ -136,14 +184,30 @@ def list_models(root: Path | None = None) -> list[dict]:
     """Every version in the registry, and the shipped default, with its test macro-F1 and parent."""
     root = root or registry_root()
     registry = read_registry(root)
-    rows = [{"version": _default_version(), "path": str(DEFAULT_MODEL_DIR), "current": registry["current"] is None,
-             "test_macro_f1": _test_f1(DEFAULT_MODEL_DIR), "parent": None, "promoted_at": None}]
+    rows = [
+        {
+            "version": _default_version(),
+            "path": str(DEFAULT_MODEL_DIR),
+            "current": registry["current"] is None,
+            "test_macro_f1": _test_f1(DEFAULT_MODEL_DIR),
+            "parent": None,
+            "promoted_at": None,
+        }
+    ]
     for entry in registry["history"]:
         if entry["action"] == "promote":
             folder = root / entry["version"]
-            rows.append({"version": entry["version"], "path": str(folder), "current": registry["current"] == entry["version"],
-                         "test_macro_f1": _test_f1(folder), "parent": entry.get("parent"), "promoted_at": entry["at"],
-                         "forced": entry.get("forced", False)})
+            rows.append(
+                {
+                    "version": entry["version"],
+                    "path": str(folder),
+                    "current": registry["current"] == entry["version"],
+                    "test_macro_f1": _test_f1(folder),
+                    "parent": entry.get("parent"),
+                    "promoted_at": entry["at"],
+                    "forced": entry.get("forced", False),
+                }
+            )
     return rows
 
 
@@ -164,4 +228,4 @@ def _default_version() -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -104,16 +104,23 @@ def merge_inbox(lines: list[InboxLine], known: list[Message], adjudications: lis
         in_corpus = corpus_labels.get(key, [])
         if label is None or any(m.label != label for m in in_corpus):
             kind = "moderators disagree" if label is None else "against the corpus"
-            merge.conflicts.append({
-                "kind": kind, "text": group[0].message.text,
-                "inbox": [{"file": i.file, "line": i.line, "id": i.message.id, "label": i.message.label, "moderator": i.moderator} for i in group],
-                "corpus": [{"id": m.id, "label": m.label} for m in in_corpus],
-            })
+            merge.conflicts.append(
+                {
+                    "kind": kind,
+                    "text": group[0].message.text,
+                    "inbox": [
+                        {"file": i.file, "line": i.line, "id": i.message.id, "label": i.message.label, "moderator": i.moderator}
+                        for i in group
+                    ],
+                    "corpus": [{"id": m.id, "label": m.label} for m in in_corpus],
+                }
+            )
             continue
         keep = group[-1]  # the latest decision stands for the case
         for item in group[:-1] + ([keep] if in_corpus else []):
-            merge.duplicates.append({"file": item.file, "line": item.line, "id": item.message.id,
-                                     "of": in_corpus[0].id if in_corpus else keep.message.id})
+            merge.duplicates.append(
+                {"file": item.file, "line": item.line, "id": item.message.id, "of": in_corpus[0].id if in_corpus else keep.message.id}
+            )
         if not in_corpus:
             merge.accepted.append(dataclasses.replace(keep, message=dataclasses.replace(keep.message, label=label)))
     merge.accepted.sort(key=lambda item: (item.decided_at, item.file, item.line))
@@ -138,9 +145,14 @@ def write_merge(merge: Merge, folder: Path) -> dict[str, Path]:
         "conflicts": jsonl("conflicts", merge.conflicts),
         "rejected": jsonl("rejected", merge.rejected),
     }
-    rows = ["# Conflicts to adjudicate", "",
-            "Add a line with the text, context and ruled label to the adjudications file, then retrain.", "",
-            "| kind | text | inbox labels | corpus labels |", "|---|---|---|---|"]
+    rows = [
+        "# Conflicts to adjudicate",
+        "",
+        "Add a line with the text, context and ruled label to the adjudications file, then retrain.",
+        "",
+        "| kind | text | inbox labels | corpus labels |",
+        "|---|---|---|---|",
+    ]
     for c in merge.conflicts:
         inbox = ", ".join(f"{i['label']} ({i['moderator'] or '?'}, {Path(i['file']).name}:{i['line']})" for i in c["inbox"])
         corpus = ", ".join(f"{m['label']} ({m['id']})" for m in c["corpus"]) or "–"
@@ -169,23 +181,59 @@ def digest(results: dict) -> dict:
     }
 
 
+def _evidence(check: dict) -> str:
+    if "interval" in check:
+        low, high = check["interval"]
+        return f"Δ in [{100 * low:+.2f}, {100 * high:+.2f}] points, p = {check['p_value']:.3f}"
+    if "flagged_only_by" in check:
+        only_parent, only_candidate = check["flagged_only_by"]
+        return f"flagged only by parent {only_parent}, only by candidate {only_candidate}; p = {check['p_value']:.3f}"
+    return "–"
+
+
 def comparison_markdown(comparison: dict) -> str:
-    rows = [f"# {comparison['candidate_version']} against {comparison['parent_version']}", "",
-            "| check | parent | candidate | change | allowed | passes |", "|---|---|---|---|---|---|"]
+    rows = [
+        f"# {comparison['candidate_version']} against {comparison['parent_version']}",
+        "",
+        "| check | parent | candidate | change | allowed | paired evidence | passes |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def fmt(value) -> str:
+        return "–" if value is None else f"{value:.4f}"
+
     for c in comparison["checks"]:
-        fmt = lambda v: "–" if v is None else f"{v:.4f}"  # noqa: E731
         allowed = "–" if "allowed" not in c else f"{c['allowed']:.4f}"
-        rows.append(f"| {c['name']} | {fmt(c['parent'])} | {fmt(c['candidate'])} | {fmt(c.get('change'))} | {allowed} | "
-                    f"{'yes' if c['passed'] else '**no**'}{' (' + c['note'] + ')' if c.get('note') else ''} |")
+        rows.append(
+            f"| {c['name']} | {fmt(c['parent'])} | {fmt(c['candidate'])} | {fmt(c.get('change'))} | {allowed} | {_evidence(c)} | "
+            f"{'yes' if c['passed'] else '**no**'}{' (' + c['note'] + ')' if c.get('note') else ''} |"
+        )
+    rows += [
+        "",
+        "A change beyond its tolerance fails only when it is also significant (`Tolerances.significance`): macro-F1 by a "
+        "paired bootstrap of the same items (2,000 resamples, 90% interval of the difference shown; p = the share of "
+        "resamples in which the candidate is not worse), real reviews by an exact one-sided McNemar test of the lines "
+        "only one model flags.",
+    ]
     new = comparison["candidate"]["challenge_macro_f1"].get(NEW_LABELS)
     if new is not None:
-        rows += ["", f"New labels held out by time: macro-F1 parent {comparison['parent']['challenge_macro_f1'][NEW_LABELS]:.4f}, "
-                     f"candidate {new:.4f} (reported, not a gate)."]
+        rows += [
+            "",
+            f"New labels held out by time: macro-F1 parent {comparison['parent']['challenge_macro_f1'][NEW_LABELS]:.4f}, "
+            f"candidate {new:.4f} (reported, not a gate).",
+        ]
     return "\n".join(rows) + "\n"
 
 
-def retrain(train_config: TrainConfig, inbox: str, start: str = "current", adjudications: str | None = None,
-            held_out_share: float = 0.2, parent: str | None = None, tolerances: Tolerances | None = None) -> dict:
+def retrain(
+    train_config: TrainConfig,
+    inbox: str,
+    start: str = "current",
+    adjudications: str | None = None,
+    held_out_share: float = 0.2,
+    parent: str | None = None,
+    tolerances: Tolerances | None = None,
+) -> dict:
     """Merge the inbox, fine-tune, evaluate parent and candidate; return the comparison.
 
     ``start``: ``current`` fine-tunes the parent, ``base`` the base encoder of ``train_config``;
@@ -220,12 +268,14 @@ def retrain(train_config: TrainConfig, inbox: str, start: str = "current", adjud
     return compare(summary, parent_dir, corpus, config, tolerances, extra)
 
 
-def compare(summary: dict, parent_dir: Path, corpus, config: TrainConfig, tolerances: Tolerances | None = None,
-            extra: dict | None = None) -> dict:
+def compare(
+    summary: dict, parent_dir: Path, corpus, config: TrainConfig, tolerances: Tolerances | None = None, extra: dict | None = None
+) -> dict:
     """Evaluate the parent on the candidate's sets and write ``comparison.json``/``.md`` and ``manifest.json`` beside the
     candidate (``config.out``), which ``models promote`` then judges. ``summary``: the candidate's :func:`train` summary."""
     from model.classifier import ExtortionClassifier
 
+    from .paired import paired_evidence
     from .score_cache import CachedScores
     from .trainer import evaluate_run
 
@@ -242,12 +292,17 @@ def compare(summary: dict, parent_dir: Path, corpus, config: TrainConfig, tolera
         "candidate": digest(summary),
         "train_seconds": summary["train_seconds"],
         "parent_scores_reused": {"cached": parent.hits, "scored": parent.misses},
+        "paired": paired_evidence(out / "parent-eval", out / "eval", parent_results, summary, REAL_REVIEW_SOURCES),
     }
     comparison["checks"] = check_promotion(comparison, tolerances or Tolerances())
     (out / "comparison.json").write_text(json.dumps(comparison, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     (out / "comparison.md").write_text(comparison_markdown(comparison), encoding="utf-8")
-    manifest = {"parent": {"version": parent.version, "path": str(parent_dir)}, "data": file_hashes(config.data),
-                "challenge": file_hashes(config.challenge), "eval_sets": file_hashes(config.eval_sets),
-                "frozen_test": file_hashes([config.frozen_test]) if config.frozen_test else {}}
+    manifest = {
+        "parent": {"version": parent.version, "path": str(parent_dir)},
+        "data": file_hashes(config.data),
+        "challenge": file_hashes(config.challenge),
+        "eval_sets": file_hashes(config.eval_sets),
+        "frozen_test": file_hashes([config.frozen_test]) if config.frozen_test else {},
+    }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return comparison
