@@ -45,8 +45,21 @@ def free_port() -> int:
 def serve(model: str, precision: str, wait_ms: float) -> tuple[subprocess.Popen, str]:
     """``extortion-guard serve`` in its own process; returns it once /healthz answers."""
     port = free_port()
-    command = [sys.executable, "-m", "serve.cli", "serve", "--no-login", "--port", str(port), "--model", model,
-               "--precision", precision, "--micro-batch-wait-ms", str(wait_ms)]
+    command = [
+        sys.executable,
+        "-m",
+        "serve.cli",
+        "serve",
+        "--no-login",
+        "--port",
+        str(port),
+        "--model",
+        model,
+        "--precision",
+        precision,
+        "--micro-batch-wait-ms",
+        str(wait_ms),
+    ]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
@@ -138,8 +151,10 @@ def main() -> None:
     args = parser.parse_args()
 
     texts = [m.text for m in read_messages(["data/annotations/messages"]) if not m.context][:5000]
-    print(f"model {args.model}, precision {args.precision}, {os.cpu_count()} cores shared by server and clients; "
-          f"mean message {statistics.mean(len(t) for t in texts):.0f} characters")
+    print(
+        f"model {args.model}, precision {args.precision}, {os.cpu_count()} cores shared by server and clients; "
+        f"mean message {statistics.mean(len(t) for t in texts):.0f} characters"
+    )
 
     latency_rows, load_rows = [], []
     for batching in (True, False):
@@ -149,10 +164,15 @@ def main() -> None:
         latency_rows.append((f"{name}, no evidence, httpx client", percentiles(sequential(url, iter(texts), False, args.requests))))
         latency_rows.append((f"{name}, no evidence, http.client", percentiles(sequential(url, iter(texts), False, args.requests, True))))
         if batching:
-            latency_rows.append((f"{name}, with evidence, httpx client",
-                                 percentiles(sequential(url, iter(texts[1000:]), True, args.evidence_requests))))
-            latency_rows.append((f"{name}, with evidence, http.client",
-                                 percentiles(sequential(url, iter(texts[1000:]), True, args.evidence_requests, True))))
+            latency_rows.append(
+                (f"{name}, with evidence, httpx client", percentiles(sequential(url, iter(texts[1000:]), True, args.evidence_requests)))
+            )
+            latency_rows.append(
+                (
+                    f"{name}, with evidence, http.client",
+                    percentiles(sequential(url, iter(texts[1000:]), True, args.evidence_requests, True)),
+                )
+            )
         latencies, errors = asyncio.run(load(url, texts, args.clients, args.seconds))
         load_rows.append((name, len(latencies) / args.seconds, percentiles(latencies), errors, mean_batch(url)))
         server.terminate()

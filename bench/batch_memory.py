@@ -45,8 +45,13 @@ def write_log(path: Path, size: int, texts: list[str], seed: int = 0) -> None:
             conversation = open_conversations[index]
             role = rng.choice(["buyer", "seller"])
             record = {
-                "message_id": f"m{i}", "conversation_id": conversation[0], "sender_id": conversation[3] if role == "buyer" else conversation[2],
-                "sender_role": role, "shop_id": conversation[2], "ts": 1_764_000_000 + i, "text": rng.choice(texts),
+                "message_id": f"m{i}",
+                "conversation_id": conversation[0],
+                "sender_id": conversation[3] if role == "buyer" else conversation[2],
+                "sender_role": role,
+                "shop_id": conversation[2],
+                "ts": 1_764_000_000 + i,
+                "text": rng.choice(texts),
             }
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
             conversation[1] -= 1
@@ -76,8 +81,12 @@ def main() -> None:
     for size in args.sizes:
         log = work / f"log-{size}.jsonl"
         write_log(log, size, texts)
-        result = subprocess.run([sys.executable, "-c", CHILD, str(log), str(work / f"out-{size}"), model, args.precision],
-                                capture_output=True, text=True, check=True)
+        result = subprocess.run(
+            [sys.executable, "-c", CHILD, str(log), str(work / f"out-{size}"), model, args.precision],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         rows.append((size, json.loads(result.stdout.strip().splitlines()[-1])))
         log.unlink()
     print(f"model: {'tiny random (engine memory)' if args.tiny else args.model or 'shipped default'}, precision {args.precision}")

@@ -38,8 +38,9 @@ def write_chat_log(path: Path, messages, with_context: bool) -> None:
 
 
 def engine_run(log: Path, out: Path, model: str, precision: str, workers: int, context_turns: int) -> tuple[dict, list[str]]:
-    config = BatchConfig([str(log)], str(out), model=model, precision=precision, workers=workers, device="cpu",
-                         quiet=True, context_turns=context_turns)
+    config = BatchConfig(
+        [str(log)], str(out), model=model, precision=precision, workers=workers, device="cpu", quiet=True, context_turns=context_turns
+    )
     summary = run_local(config)
     return summary, pq.read_table(out / "predictions.parquet", columns=["label"]).column("label").to_pylist()
 
@@ -77,15 +78,35 @@ def main() -> None:
     for precision, workers in [(p, w) for w in (1, 2) for p in precisions]:
         summary, labels = engine_run(plain, work / f"{precision}-{workers}", args.model, precision, workers, context_turns=0)
         reference = reference or labels
-        agreement = sum(a == b for a, b in zip(labels, reference)) / len(labels)
+        agreement = sum(a == b for a, b in zip(labels, reference, strict=True)) / len(labels)
         if not args.skip_pipeline and precision == "fp32" and workers == 1:
-            rows[0][6] = sum(a == b for a, b in zip(pipeline_labels, labels)) / len(labels)
-        rows.append([f"batch engine, {workers} worker(s)", precision, workers, summary["seconds"], summary["messages_per_second"],
-                     None, agreement, summary["seconds_by_stage"]])
+            rows[0][6] = sum(a == b for a, b in zip(pipeline_labels, labels, strict=True)) / len(labels)
+        rows.append(
+            [
+                f"batch engine, {workers} worker(s)",
+                precision,
+                workers,
+                summary["seconds"],
+                summary["messages_per_second"],
+                None,
+                agreement,
+                summary["seconds_by_stage"],
+            ]
+        )
     best = max((r for r in rows if r[0].startswith("batch")), key=lambda r: r[4])
     summary, _ = engine_run(with_context, work / "context", args.model, best[1], best[2], context_turns=4)
-    rows.append([f"batch engine, {best[2]} worker(s), with context", best[1], best[2], summary["seconds"],
-                 summary["messages_per_second"], None, None, summary["seconds_by_stage"]])
+    rows.append(
+        [
+            f"batch engine, {best[2]} worker(s), with context",
+            best[1],
+            best[2],
+            summary["seconds"],
+            summary["messages_per_second"],
+            None,
+            None,
+            summary["seconds_by_stage"],
+        ]
+    )
 
     print(f"{len(messages):,} messages, {args.threads} threads, model {args.model}")
     print()

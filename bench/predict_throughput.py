@@ -49,7 +49,7 @@ def main() -> None:
     classifier.predict(messages[:64])  # warm-up
     rows = []
     for batch_size in (32, 64, 128):
-        seconds = timed(lambda: classifier.predict(messages, batch_size=batch_size))
+        seconds = timed(lambda size=batch_size: classifier.predict(messages, batch_size=size))
         rows.append((f"ExtortionClassifier.predict, batch {batch_size}, fp32", len(messages), tokens, seconds))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         seconds = timed(lambda: classifier.predict(messages, batch_size=64))
@@ -63,8 +63,10 @@ def main() -> None:
     pipeline_tokens = sum(len(ids) for ids in classifier.tokenizer(texts)["input_ids"])
     rows.append(("transformers pipeline, defaults (message only)", len(texts), pipeline_tokens, seconds))
 
-    print(f"model {args.model}: {tokens / len(messages):.1f} tokens per message on average, "
-          f"{flops_per_token / 1e6:.0f} MFLOP per token, {args.threads} threads")
+    print(
+        f"model {args.model}: {tokens / len(messages):.1f} tokens per message on average, "
+        f"{flops_per_token / 1e6:.0f} MFLOP per token, {args.threads} threads"
+    )
     print()
     print("| path | messages | seconds | messages/s | GFLOP/s |")
     print("|---|---|---|---|---|")

@@ -25,10 +25,10 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from api_load import serve  # noqa: E402 - the same server start as the latency benchmark
+from api_load import serve
 
-from model.classifier import DEFAULT_MODEL_DIR  # noqa: E402
-from model.data_format import read_messages  # noqa: E402
+from model.classifier import DEFAULT_MODEL_DIR
+from model.data_format import read_messages
 
 WARM_UP_SECONDS = 60
 
@@ -105,11 +105,16 @@ def main() -> None:
     growth = 100 * (max(after_warm_up) - after_warm_up[0]) / after_warm_up[0]
     ms = np.array(latencies) * 1000
     print(f"{args.clients} clients for {args.minutes:g} min against one server ({os.cpu_count()} cores shared), model {args.model}\n")
-    print("| requests | per second | by status | 5xx | transport errors | p50 ms | p99 ms | resident MiB after warm-up: first → max | growth |")
+    print(
+        "| requests | per second | by status | 5xx | transport errors | p50 ms | p99 ms "
+        "| resident MiB after warm-up: first → max | growth |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     by_status = ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items(), key=lambda item: str(item[0])))
-    print(f"| {total:,} | {total / (args.minutes * 60):.1f} | {by_status} | {server_errors} | {transport} | "
-          f"{np.percentile(ms, 50):.0f} | {np.percentile(ms, 99):.0f} | {after_warm_up[0]:.0f} → {max(after_warm_up):.0f} | {growth:.1f}% |")
+    print(
+        f"| {total:,} | {total / (args.minutes * 60):.1f} | {by_status} | {server_errors} | {transport} | "
+        f"{np.percentile(ms, 50):.0f} | {np.percentile(ms, 99):.0f} | {after_warm_up[0]:.0f} → {max(after_warm_up):.0f} | {growth:.1f}% |"
+    )
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ The classifier (and with it torch and transformers) is imported on first use, so
 from .data_format import InvalidDataError, Message, Turn, read_messages
 from .labels import LABELS
 
-__all__ = ["ExtortionClassifier", "InvalidDataError", "LABELS", "Message", "Prediction", "Turn", "read_messages"]
+__all__ = ["LABELS", "ExtortionClassifier", "InvalidDataError", "Message", "Prediction", "Turn", "read_messages"]
 
 
 def __getattr__(name: str):

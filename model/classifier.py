@@ -95,7 +95,7 @@ def distinct_inputs(encoded: EncodedBatch) -> tuple[list[int], np.ndarray]:
     """
     first: dict[tuple, int] = {}
     copy_of = np.empty(len(encoded.input_ids), dtype=np.int64)
-    for row, key in enumerate(zip(map(tuple, encoded.input_ids), map(tuple, encoded.token_type_ids))):
+    for row, key in enumerate(zip(map(tuple, encoded.input_ids), map(tuple, encoded.token_type_ids), strict=True)):
         copy_of[row] = first.setdefault(key, row)
     return list(first.values()), copy_of
 
@@ -135,11 +135,11 @@ class ExtortionClassifier:
     ):
         """Load from a local folder (default: the current model, see :mod:`model.registry`) or a hub id; safetensors only.
 
-        ``precision``: ``auto`` (bf16 where the hardware has it, else fp32); ``fp32``; ``bf16`` (autocast: the matrix units of recent CPUs, or a GPU);
+        ``precision``: ``auto`` (bf16 where the hardware has it, else fp32); ``fp32``; ``bf16`` (autocast: the matrix units
+        of recent CPUs, or a GPU);
         ``int8`` (dynamic quantisation of the linear layers, CPU only).
         """
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
         from transformers.utils import logging as transformers_logging
 
         path = str(path or current_model_dir())
@@ -157,7 +157,8 @@ class ExtortionClassifier:
         return cls(model, tokenizer, max_length=max_length, device=device, precision=precision)
 
     def use_onnx_runtime(self, threads: int | None = None) -> bool:
-        """Score with ONNX Runtime (see :mod:`model.onnx_runtime`) when on CPU in fp32 or int8 and it is installed; returns whether it is used.
+        """Score with ONNX Runtime (see :mod:`model.onnx_runtime`) when on CPU in fp32 or int8 and it is installed; returns
+        whether it is used.
 
         For servers, whose requests are mostly single messages: several times faster there than eager PyTorch
         (int8: ONNX Runtime's own quantisation instead of PyTorch's). Exporting takes a few seconds, once.
@@ -192,8 +193,8 @@ class ExtortionClassifier:
         messages = [as_message(x) for x in ([items] if single else items)]
         probs, truncated = self.score(messages, batch_size)
         predictions = [
-            Prediction(LABELS[int(row.argmax())], {l: round(float(p), 6) for l, p in zip(LABELS, row)}, cut, m.id)
-            for row, cut, m in zip(probs, truncated, messages)
+            Prediction(LABELS[int(row.argmax())], {label: round(float(p), 6) for label, p in zip(LABELS, row, strict=True)}, cut, m.id)
+            for row, cut, m in zip(probs, truncated, messages, strict=True)
         ]
         return predictions[0] if single else predictions
 

@@ -12,6 +12,7 @@ prediction; training also needs ``id`` and ``label``. Every problem is reported 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Iterable, Iterator
@@ -104,12 +105,8 @@ def message_from_json(obj, require_label: bool = False) -> Message:
 
 
 def _lines(path: str) -> Iterator[tuple[int, str]]:
-    stream = sys.stdin if path == "-" else open(path, encoding="utf-8-sig")
-    try:
+    with contextlib.nullcontext(sys.stdin) if path == "-" else open(path, encoding="utf-8-sig") as stream:
         yield from enumerate(stream, start=1)
-    finally:
-        if stream is not sys.stdin:
-            stream.close()
 
 
 def read_messages(paths: Iterable[str | Path], require_label: bool = False) -> list[Message]:

@@ -55,7 +55,7 @@ class EncodedBatch:
     token_type_ids: list[list[int]]
     truncated: list[bool]
 
-    def select(self, rows) -> "EncodedBatch":
+    def select(self, rows) -> EncodedBatch:
         """The messages at ``rows``, in that order."""
         return EncodedBatch([self.input_ids[i] for i in rows], [self.token_type_ids[i] for i in rows], [self.truncated[i] for i in rows])
 
@@ -64,7 +64,7 @@ class EncodedBatch:
         width = max(len(ids) for ids in self.input_ids)
         out = {name: np.zeros((len(self.input_ids), width), dtype=np.int64) for name in ("input_ids", "attention_mask", "token_type_ids")}
         out["input_ids"].fill(pad_id)
-        for row, (ids, types) in enumerate(zip(self.input_ids, self.token_type_ids)):
+        for row, (ids, types) in enumerate(zip(self.input_ids, self.token_type_ids, strict=True)):
             out["input_ids"][row, : len(ids)] = ids
             out["attention_mask"][row, : len(ids)] = 1
             out["token_type_ids"][row, : len(ids)] = types
@@ -79,8 +79,9 @@ def message_text(message: Message, prepare: Callable[[str], str], role_marker: s
     return ROLE_MARKERS["seller"] + text if role_marker == "seller" and message.role == "seller" else text
 
 
-def encode_messages(tokenizer, messages: Sequence[Message], max_length: int, text_preparation: str = "whitespace",
-                    role_marker: str = "none") -> EncodedBatch:
+def encode_messages(
+    tokenizer, messages: Sequence[Message], max_length: int, text_preparation: str = "whitespace", role_marker: str = "none"
+) -> EncodedBatch:
     """Encode messages with their context through the fast tokenizer's Rust backend."""
     prepare = preparation(text_preparation)
     backend = tokenizer.backend_tokenizer
@@ -92,7 +93,7 @@ def encode_messages(tokenizer, messages: Sequence[Message], max_length: int, tex
     single_extra = backend.num_special_tokens_to_add(False)
     pair_extra = backend.num_special_tokens_to_add(True)
     batch = EncodedBatch([], [], [])
-    for message, text, context in zip(messages, texts, contexts):
+    for message, text, context in zip(messages, texts, contexts, strict=True):
         cut = len(text.ids) > max_length - single_extra
         if cut:
             text.truncate(max_length - single_extra, direction="right")

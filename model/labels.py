@@ -6,8 +6,18 @@ ID2LABEL: dict[int, str] = dict(enumerate(LABELS))
 ROLES: tuple[str, ...] = ("buyer", "seller")
 # Every name a chat log, a moderator or a client may give a sender's role, by the role it means.
 ROLE_ALIASES: dict[str, str] = {
-    "buyer": "buyer", "customer": "buyer", "user": "buyer", "买家": "buyer", "顾客": "buyer",
-    "seller": "seller", "merchant": "seller", "shop": "seller", "store": "seller", "卖家": "seller", "商家": "seller", "客服": "seller",
+    "buyer": "buyer",
+    "customer": "buyer",
+    "user": "buyer",
+    "买家": "buyer",
+    "顾客": "buyer",
+    "seller": "seller",
+    "merchant": "seller",
+    "shop": "seller",
+    "store": "seller",
+    "卖家": "seller",
+    "商家": "seller",
+    "客服": "seller",
 }
 
 

@@ -35,4 +35,3 @@ def describe_current(root: Path | None = None) -> str:
     current = read_registry(root)["current"]
     where = f"registry {root.resolve()} (set EXTORTION_GUARD_MODELS to use another)"
     return f"current model {current} from {where}" if current else f"shipped default model {DEFAULT_MODEL_DIR}: no promotion in {where}"
-

@@ -118,9 +118,21 @@ def machine_key(classifier: ExtortionClassifier, workload: str) -> str:
     flags = cpu_flags()
     # The weights by their files' sizes and times: a model retrained into the same folder is measured again.
     folder = Path(str(getattr(classifier.model, "name_or_path", "")))
-    weights = [f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in sorted(folder.glob("*.safetensors"))] if folder.is_dir() else []
-    parts = [cpu, " ".join(sorted(flags)), str(classifier.device), torch.__version__, transformers.__version__, str(ort),
-             classifier.version, *weights, workload, str(torch.get_num_threads())]
+    weights = (
+        [f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in sorted(folder.glob("*.safetensors"))] if folder.is_dir() else []
+    )
+    parts = [
+        cpu,
+        " ".join(sorted(flags)),
+        str(classifier.device),
+        torch.__version__,
+        transformers.__version__,
+        str(ort),
+        classifier.version,
+        *weights,
+        workload,
+        str(torch.get_num_threads()),
+    ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
@@ -136,8 +148,14 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def choose_runtime(classifier: ExtortionClassifier, workload: str, cache: Path | None = None, budget_seconds: float = 2.0,
-                   measure=time_path, fresh: bool = False) -> RuntimeChoice:
+def choose_runtime(
+    classifier: ExtortionClassifier,
+    workload: str,
+    cache: Path | None = None,
+    budget_seconds: float = 2.0,
+    measure=time_path,
+    fresh: bool = False,
+) -> RuntimeChoice:
     """Time each candidate path for ``workload`` (about ``budget_seconds`` in all), switch ``classifier`` to the fastest
     that keeps the labels, and return the choice. A cached choice for this machine and model is reused unless ``fresh``."""
     if workload not in WORKLOADS:
@@ -151,7 +169,9 @@ def choose_runtime(classifier: ExtortionClassifier, workload: str, cache: Path |
     if stored and not fresh and any(p.name == stored["path"] for p in paths):
         chosen = next(p for p in paths if p.name == stored["path"])
         use_path(classifier, chosen)
-        return RuntimeChoice(workload, chosen, f"measured earlier on this machine ({stored['measured_at']})", stored["milliseconds"], refused)
+        return RuntimeChoice(
+            workload, chosen, f"measured earlier on this machine ({stored['measured_at']})", stored["milliseconds"], refused
+        )
 
     use_path(classifier, RuntimePath("torch", "fp32"))
     reference = classifier.score(list(CALIBRATION_MESSAGES), BATCH_SIZE)[0].argmax(axis=1)

@@ -27,10 +27,44 @@ import unicodedata
 LEXICON = ("差评", "好评", "中评", "红包", "返现", "退款", "转账", "支付宝", "微信", "投诉", "举报", "曝光", "删评", "打款", "收款码")
 # Initials in common use; an initial alone (bare "cp") stands for the word only as a whole token.
 # (hp and bg are left out: HP the brand and "background" are far more common in chat.)
-INITIALS = {"cp": "差评", "hb": "红包", "fx": "返现", "tk": "退款", "zz": "转账", "zfb": "支付宝", "wx": "微信", "vx": "微信", "ts": "投诉", "jb": "举报"}
-EMOJI_WORDS = {"💰": "钱", "💴": "钱", "💵": "钱", "💸": "钱", "🧧": "红包", "👎": "差评", "⭐": "星", "🌟": "星", "👍": "赞", "📱": "手机", "☎": "电话", "📞": "电话"}
+INITIALS = {
+    "cp": "差评",
+    "hb": "红包",
+    "fx": "返现",
+    "tk": "退款",
+    "zz": "转账",
+    "zfb": "支付宝",
+    "wx": "微信",
+    "vx": "微信",
+    "ts": "投诉",
+    "jb": "举报",
+}
+EMOJI_WORDS = {
+    "💰": "钱",
+    "💴": "钱",
+    "💵": "钱",
+    "💸": "钱",
+    "🧧": "红包",
+    "👎": "差评",
+    "⭐": "星",
+    "🌟": "星",
+    "👍": "赞",
+    "📱": "手机",
+    "☎": "电话",
+    "📞": "电话",
+}
 # Only splits whose first part is a radical that never stands alone (女子 and 车专 are real words).
-SPLIT_CHARACTERS = {"讠平": "评", "钅戋": "钱", "纟工": "红", "讠斥": "诉", "扌殳": "投", "亻尔": "你", "扌丁": "打", "氵肖": "消", "讠平论": "评论"}
+SPLIT_CHARACTERS = {
+    "讠平": "评",
+    "钅戋": "钱",
+    "纟工": "红",
+    "讠斥": "诉",
+    "扌殳": "投",
+    "亻尔": "你",
+    "扌丁": "打",
+    "氵肖": "消",
+    "讠平论": "评论",
+}
 # Characters people put between Chinese characters to break keywords apart. Not , ! ? ; : ( ):
 # NFKC turns Chinese clause punctuation (，！？) into those, and they carry meaning.
 _INSERTED = r"[\s*\-_.·•~|/\\+=^`'\"#@$%&\[\]{}<>]"
@@ -44,6 +78,7 @@ COMMON_WORD_FREQUENCY = 20
 @functools.lru_cache(maxsize=1)
 def _format_characters() -> re.Pattern:
     """A class of the characters to drop, as ranges: a regex scans for them faster than str.translate."""
+
     def dropped(code: int) -> bool:
         # Cf: zero-width and bidi marks; Cc: control characters (\t, \n become spaces later); Cs: surrogates;
         # FE0E, FE0F: emoji variation selectors.
@@ -112,7 +147,7 @@ def _lexicon_regex() -> re.Pattern:
     for n, word in enumerate(LEXICON):
         parts = []
         readings_of_word = syllables(word)
-        for i, (char, syllable) in enumerate(zip(word, readings_of_word)):
+        for i, (char, syllable) in enumerate(zip(word, readings_of_word, strict=True)):
             homophones = readings.get(syllable, set()) | {char}
             if i == 0:
                 starts |= homophones

@@ -43,6 +43,7 @@ class MicroBatcher:
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="model")  # one model call at a time
         self._queue: asyncio.Queue | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Task | None = None
         self._last_call_requests = 0
 
     async def score(self, messages: list[Message]) -> tuple[np.ndarray, list[bool]]:
@@ -52,7 +53,7 @@ class MicroBatcher:
             return await loop.run_in_executor(self.executor, self.classifier.score, messages)
         if self._queue is None or self._loop is not loop:  # a new event loop (a test client's) needs its own queue and server
             self._queue, self._loop = asyncio.Queue(), loop
-            loop.create_task(self._serve(self._queue))
+            self._server = loop.create_task(self._serve(self._queue))  # held, so the task is not collected while it runs
         done = loop.create_future()
         await self._queue.put((messages, done))
         return await done
@@ -73,7 +74,7 @@ class MicroBatcher:
             while size < self.max_batch and (left := deadline - loop.time()) > 0:
                 try:
                     waiting.append(await asyncio.wait_for(queue.get(), left))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
                 size += len(waiting[-1][0])
             waiting = [(batch, done) for batch, done in waiting if not done.cancelled()]  # their clients left
@@ -84,7 +85,7 @@ class MicroBatcher:
             self.observe_batch(len(messages))
             try:
                 probs, truncated = await loop.run_in_executor(self.executor, self.classifier.score, messages)
-            except Exception as error:  # noqa: BLE001 - every waiting request must hear of the failure
+            except Exception as error:
                 for _, done in waiting:
                     if not done.done():
                         done.set_exception(error)
@@ -125,12 +126,15 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.requests = Counter("extortion_guard_requests", "API requests", ["endpoint", "status"], registry=self.registry)
         self.latency = Histogram(
-            "extortion_guard_request_seconds", "Latency of /v1/classify", registry=self.registry,
+            "extortion_guard_request_seconds",
+            "Latency of /v1/classify",
+            registry=self.registry,
             buckets=(0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5),
         )
         self.labels = Counter("extortion_guard_labels", "Labels returned", ["label"], registry=self.registry)
-        self.batch_messages = Histogram("extortion_guard_batch_messages", "Messages per model call", registry=self.registry,
-                                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.batch_messages = Histogram(
+            "extortion_guard_batch_messages", "Messages per model call", registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
+        )
 
 
 def problem(status: int, reason: str, retry_after: float | None = None) -> JSONResponse:
@@ -170,8 +174,15 @@ def authorised(request: Request, keys: list[str]) -> bool:
     return scheme.lower() == "bearer" and any(hmac.compare_digest(token.strip().encode(), key.encode()) for key in keys)
 
 
-def create_api(classifier, api_keys: list[str] | None = None, micro_batching: bool = True, max_wait: float = 0.005,
-               rate_per_key: float = 0.0, burst_per_key: int = 20, max_in_flight: int = 256) -> FastAPI:
+def create_api(
+    classifier,
+    api_keys: list[str] | None = None,
+    micro_batching: bool = True,
+    max_wait: float = 0.005,
+    rate_per_key: float = 0.0,
+    burst_per_key: int = 20,
+    max_in_flight: int = 256,
+) -> FastAPI:
     """The FastAPI app serving ``classifier``; ``api_keys`` (when any) are required as bearer tokens on /v1/classify.
 
     ``rate_per_key``: requests a second each key (or, with no keys, each client address) may make on average, with
@@ -186,11 +197,20 @@ def create_api(classifier, api_keys: list[str] | None = None, micro_batching: bo
     in_flight = 0
     app.state.batcher, app.state.metrics, app.state.classifier = batcher, metrics, classifier
 
-    errors = {status: {"model": Problem, "description": why} for status, why in
-              ((401, "Missing or wrong API key"), (413, "Too many messages or too large a body"), (422, "Malformed body"),
-               (429, "Over the key's request rate (Retry-After)"), (503, "Too many requests at once (Retry-After)"))}
+    errors = {
+        status: {"model": Problem, "description": why}
+        for status, why in (
+            (401, "Missing or wrong API key"),
+            (413, "Too many messages or too large a body"),
+            (422, "Malformed body"),
+            (429, "Over the key's request rate (Retry-After)"),
+            (503, "Too many requests at once (Retry-After)"),
+        )
+    }
     # The body is parsed by hand (after the key check, with 413 before 422), so it is declared here for the docs.
-    body_doc = {"requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ClassifyRequest"}}}}}
+    body_doc = {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ClassifyRequest"}}}}
+    }
 
     @app.post("/v1/classify", response_model=ClassifyResponse, responses=errors, openapi_extra=body_doc)
     async def classify(request: Request):
@@ -225,11 +245,15 @@ def create_api(classifier, api_keys: list[str] | None = None, micro_batching: bo
         messages, cut, want_evidence = parsed
         probs, truncated = await batcher.score(messages)
         results = []
-        for message, row, window_cut, chars_cut in zip(messages, probs, truncated, cut):
+        for message, row, window_cut, chars_cut in zip(messages, probs, truncated, cut, strict=True):
             label = LABELS[int(row.argmax())]
             metrics.labels.labels(label).inc()
-            result = {"id": message.id, "label": label, "probabilities": {l: round(float(p), 6) for l, p in zip(LABELS, row)},
-                      "truncated": bool(window_cut or chars_cut)}
+            result = {
+                "id": message.id,
+                "label": label,
+                "probabilities": {label: round(float(p), 6) for label, p in zip(LABELS, row, strict=True)},
+                "truncated": bool(window_cut or chars_cut),
+            }
             if want_evidence:
                 result["evidence"] = (await batcher.run(explain, classifier, message)).to_json()
             results.append(result)

@@ -58,7 +58,7 @@ def parse_context(rows) -> tuple[Turn, ...]:
     """Earlier turns from the context table: rows of (role, text), blank rows skipped."""
     turns = []
     for i, row in enumerate(rows or []):
-        role, text = (list(row) + ["", ""])[:2]
+        role, text = ([*list(row), "", ""])[:2]
         if not str(text or "").strip():
             continue
         if (sender := canonical_role(role)) is None:
@@ -87,7 +87,9 @@ def build_app(classifier, settings: ServeSettings) -> gr.Blocks:
         if not state:
             raise gr.Error("classify a message first")
         message = message_from_json(state["message"])
-        record = decision_record(message, label, request.username or "anonymous", classifier.version, state["label"], state["probabilities"])
+        record = decision_record(
+            message, label, request.username or "anonymous", classifier.version, state["label"], state["probabilities"]
+        )
         path = append_decision(record, settings.inbox)
         verb = "Confirmed" if label == state["label"] else f"Corrected {state['label']} → {label}"
         return f"{verb}; saved as {record['id']} in {path.name}"
@@ -140,8 +142,14 @@ def build_app(classifier, settings: ServeSettings) -> gr.Blocks:
                     message = gr.Textbox(label="Message", lines=3, elem_id="message")
                     sender = gr.Radio(["buyer", "seller"], value="buyer", label="Sent by", elem_id="sender")
                     context = gr.Dataframe(
-                        value=[["", ""]], headers=["role", "text"], datatype=["str", "str"], type="array", column_count=(2, "fixed"),
-                        row_count=(2, "dynamic"), label="Earlier turns, oldest first (role: buyer or seller)", elem_id="context",
+                        value=[["", ""]],
+                        headers=["role", "text"],
+                        datatype=["str", "str"],
+                        type="array",
+                        column_count=(2, "fixed"),
+                        row_count=(2, "dynamic"),
+                        label="Earlier turns, oldest first (role: buyer or seller)",
+                        elem_id="context",
                         interactive=True,
                     )
                     classify_button = gr.Button("Classify", variant="primary", elem_id="classify")
@@ -164,10 +172,16 @@ def build_app(classifier, settings: ServeSettings) -> gr.Blocks:
             batch_summary = gr.JSON(label="Summary")
             score_button.click(score_upload, upload, [predictions, batch_summary])
         with gr.Tab("Review queue"):
-            folder = gr.Dropdown(choices=batch_folders(), label=f"Batch output folder (under {settings.batch_root})", allow_custom_value=False)
+            folder = gr.Dropdown(
+                choices=batch_folders(), label=f"Batch output folder (under {settings.batch_root})", allow_custom_value=False
+            )
             refresh = gr.Button("Refresh list")
-            conversations = gr.Dataframe(headers=CONVERSATION_COLUMNS, type="array", interactive=False, label="Top conversations: click one")
-            thread = gr.Dataframe(headers=["ts", "sender_role", "text", "label", "p_extortion"], type="array", interactive=False, label="Conversation")
+            conversations = gr.Dataframe(
+                headers=CONVERSATION_COLUMNS, type="array", interactive=False, label="Top conversations: click one"
+            )
+            thread = gr.Dataframe(
+                headers=["ts", "sender_role", "text", "label", "p_extortion"], type="array", interactive=False, label="Conversation"
+            )
             refresh.click(lambda: gr.update(choices=batch_folders()), None, folder)
             folder.change(open_queue, folder, conversations)
             conversations.select(show_conversation, folder, thread)

@@ -14,6 +14,7 @@ resolved, so a moderator sees them in plain words.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import asdict, dataclass, field
 
@@ -81,13 +82,15 @@ def word_scores(classifier, message: Message) -> list[tuple[str, float]]:
     else:  # runs of about sqrt(n / REFINED_RUNS) words minimise the inputs: n / size runs plus REFINED_RUNS * size words
         size = max(2, round((len(content) / REFINED_RUNS) ** 0.5))
         runs = [content[start : start + size] for start in range(0, len(content), size)]
-    whole, *without_run = _extortion_without(classifier, message, words, [[]] + runs)
+    whole, *without_run = _extortion_without(classifier, message, words, [[], *runs])
     run_drops = [whole - p for p in without_run]
-    scores = {i: drop / len(run) for run, drop in zip(runs, run_drops) for i in run}
+    scores = {i: drop / len(run) for run, drop in zip(runs, run_drops, strict=True) for i in run}
     ranked = sorted(range(len(runs)), key=lambda r: run_drops[r], reverse=True)
     refined = [i for r in ranked[:REFINED_RUNS] if len(runs[r]) > 1 and run_drops[r] >= REFINE_MIN_DROP for i in runs[r]]
     if refined:
-        scores.update(zip(refined, (whole - p for p in _extortion_without(classifier, message, words, [[i] for i in refined]))))
+        scores.update(
+            zip(refined, (whole - p for p in _extortion_without(classifier, message, words, [[i] for i in refined])), strict=True)
+        )
     return [(w, scores.get(i, 0.0)) for i, w in enumerate(words)]
 
 
@@ -95,10 +98,8 @@ def amounts(text: str) -> list[float]:
     """Sums of money asked for: digits with a unit (元, 块, 万, k …) or a currency sign, Chinese numerals included."""
     import cn2an
 
-    try:
+    with contextlib.suppress(ValueError, KeyError, IndexError):  # cn2an rejects some odd numeral strings; keep the text as it is
         text = cn2an.transform(text, "cn2an")  # 两千块 -> 2000块
-    except (ValueError, KeyError, IndexError):  # cn2an rejects some odd numeral strings; keep the text as it is
-        pass
     found = []
     for match in _AMOUNT.finditer(text):
         number, scale, unit = match.groups()

@@ -31,7 +31,10 @@ class MessageIn(BaseModel):
     """One message to classify, judged with the turns before it."""
 
     model_config = ConfigDict(strict=True)
-    text: str = Field(pattern=VISIBLE, description=f"The message (not blank); longer than {MAX_TEXT_CHARS:,} characters it is cut and flagged `truncated`.")
+    text: str = Field(
+        pattern=VISIBLE,
+        description=f"The message (not blank); longer than {MAX_TEXT_CHARS:,} characters it is cut and flagged `truncated`.",
+    )
     context: list[TurnIn] | None = Field(None, description="Earlier turns of the same conversation, oldest first.")
     id: str | None = Field(None, description="Any id of yours; returned with the result.")
     role: Role | None = Field(None, description="Who sent the message; a seller's message is read as the seller's.")

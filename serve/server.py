@@ -12,8 +12,14 @@ from .api import create_api
 from .settings import LoginThrottle, ServeSettings
 
 
-def create_server(settings: ServeSettings, model: str | None = None, precision: str = "auto", device: str = "auto",
-                  login: bool = True, micro_batch_wait: float = 0.005) -> FastAPI:
+def create_server(
+    settings: ServeSettings,
+    model: str | None = None,
+    precision: str = "auto",
+    device: str = "auto",
+    login: bool = True,
+    micro_batch_wait: float = 0.005,
+) -> FastAPI:
     """Load the model once and serve it to both the API and the app; the app asks moderators to log in.
 
     ``micro_batch_wait``: under concurrent load, seconds a model call waits for more requests to join; 0 turns micro-batching off.
@@ -42,9 +48,22 @@ def create_server(settings: ServeSettings, model: str | None = None, precision: 
     jieba.setLogLevel(60)  # its "Building prefix dict" lines went to the server log twice (its handler and uvicorn's)
     jieba.initialize()
     classifier.predict("预热，不给钱就差评")
-    api = create_api(classifier, settings.api_keys, micro_batching=micro_batch_wait > 0, max_wait=micro_batch_wait,
-                     rate_per_key=settings.requests_per_second_per_key, burst_per_key=settings.burst_per_key,
-                     max_in_flight=settings.max_in_flight)
+    api = create_api(
+        classifier,
+        settings.api_keys,
+        micro_batching=micro_batch_wait > 0,
+        max_wait=micro_batch_wait,
+        rate_per_key=settings.requests_per_second_per_key,
+        burst_per_key=settings.burst_per_key,
+        max_in_flight=settings.max_in_flight,
+    )
     auth = LoginThrottle(settings.check_login) if login else None
-    return gr.mount_gradio_app(api, build_app(classifier, settings), path="/", auth=auth,
-                               auth_message="Extortion Guard: moderators only", footer_links=[], max_file_size=UPLOAD_MAX_BYTES)
+    return gr.mount_gradio_app(
+        api,
+        build_app(classifier, settings),
+        path="/",
+        auth=auth,
+        auth_message="Extortion Guard: moderators only",
+        footer_links=[],
+        max_file_size=UPLOAD_MAX_BYTES,
+    )

@@ -13,7 +13,7 @@ CHARS = "不给钱就差评退款货发快递好的亲在吗我要投诉转账�
 
 
 def tiny_tokenizer(max_length: int = 64):
-    pieces = ["<s>", "<pad>", "</s>", "<unk>", "\u2581", ":", "买", "卖", "家"] + list(dict.fromkeys(CHARS)) + ["<mask>"]
+    pieces = ["<s>", "<pad>", "</s>", "<unk>", "▁", ":", "买", "卖", "家", *list(dict.fromkeys(CHARS)), "<mask>"]
     scores = np.linspace(-2.0, -8.0, len(pieces)).astype(np.float32)
     specials = {"bos": 0, "pad": 1, "eos": 2, "unk": 3, "mask": len(pieces) - 1}
     return build_tokenizer(pieces, scores, specials, max_length)

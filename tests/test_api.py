@@ -41,8 +41,16 @@ def test_classify_returns_label_and_probabilities_per_message(client, classifier
 
 
 def test_role_aliases_are_the_batch_readers(client):
-    aliased = {"messages": [{"text": "钱呢？", "role": "买家", "context": [{"role": "客服", "text": "亲，在的"}, {"role": " Customer ", "text": "给200"}]}]}
-    plain = {"messages": [{"text": "钱呢？", "role": "buyer", "context": [{"role": "seller", "text": "亲，在的"}, {"role": "buyer", "text": "给200"}]}]}
+    aliased = {
+        "messages": [
+            {"text": "钱呢？", "role": "买家", "context": [{"role": "客服", "text": "亲，在的"}, {"role": " Customer ", "text": "给200"}]}
+        ]
+    }
+    plain = {
+        "messages": [
+            {"text": "钱呢？", "role": "buyer", "context": [{"role": "seller", "text": "亲，在的"}, {"role": "buyer", "text": "给200"}]}
+        ]
+    }
     results = [client.post("/v1/classify", json=body, headers=AUTH).json()["results"][0] for body in (aliased, plain)]
     assert results[0] == results[1]
 
@@ -75,13 +83,19 @@ def test_too_many_messages_or_too_large_body_is_413(client):
 
 @pytest.mark.parametrize(
     "body, reason",
-    [(b"{not json", "not valid JSON"), (b'{"msgs": []}', "messages: Field required"), (b'{"messages": []}', "at least 1 item"),
-     (b'[1, 2]', "body: Input should be"), (b'{"messages": [{"txt": "a"}]}', "messages[0].text: Field required"),
-     (b'{"messages": [{"text": "  "}]}', "messages[0].text: String should match pattern"),
-     (b'{"messages": [{"text": "\\u001d"}]}', "messages[0].text"), (b'{"messages": [{"text": 5}]}', "messages[0].text: Input should be a valid string"),
-     (b'{"messages": [{"text": "a", "context": [{"role": "boss", "text": "b"}]}]}', "messages[0].context[0].role"),
-     (b'{"messages": [{"text": "a"}], "evidence": "yes"}', "evidence: Input should be a valid boolean"),
-     (b'{"messages": [{"text": "a", "context": {"role": "buyer"}}]}', "messages[0].context")],
+    [
+        (b"{not json", "not valid JSON"),
+        (b'{"msgs": []}', "messages: Field required"),
+        (b'{"messages": []}', "at least 1 item"),
+        (b"[1, 2]", "body: Input should be"),
+        (b'{"messages": [{"txt": "a"}]}', "messages[0].text: Field required"),
+        (b'{"messages": [{"text": "  "}]}', "messages[0].text: String should match pattern"),
+        (b'{"messages": [{"text": "\\u001d"}]}', "messages[0].text"),
+        (b'{"messages": [{"text": 5}]}', "messages[0].text: Input should be a valid string"),
+        (b'{"messages": [{"text": "a", "context": [{"role": "boss", "text": "b"}]}]}', "messages[0].context[0].role"),
+        (b'{"messages": [{"text": "a"}], "evidence": "yes"}', "evidence: Input should be a valid boolean"),
+        (b'{"messages": [{"text": "a", "context": {"role": "buyer"}}]}', "messages[0].context"),
+    ],
 )
 def test_malformed_body_is_422_with_the_reason(client, body, reason):
     response = client.post("/v1/classify", content=body, headers={**AUTH, "Content-Type": "application/json"})

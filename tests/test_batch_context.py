@@ -20,9 +20,17 @@ def interleaved_conversations(lengths: list[int]) -> list[ChatRow]:
     rows = []
     for conversation, length in enumerate(lengths):
         for turn in range(length):
-            rows.append(ChatRow(file="log.jsonl", row=0, text=f"c{conversation}t{turn}", message_id=f"c{conversation}-{turn:02d}",
-                                conversation_id=f"c{conversation}", sender_role=("buyer", "seller")[turn % 2],
-                                time=START + timedelta(minutes=turn, seconds=conversation)))
+            rows.append(
+                ChatRow(
+                    file="log.jsonl",
+                    row=0,
+                    text=f"c{conversation}t{turn}",
+                    message_id=f"c{conversation}-{turn:02d}",
+                    conversation_id=f"c{conversation}",
+                    sender_role=("buyer", "seller")[turn % 2],
+                    time=START + timedelta(minutes=turn, seconds=conversation),
+                )
+            )
     return sorted(rows, key=lambda row: row.time)
 
 
@@ -48,8 +56,19 @@ def local_context(rows: list[ChatRow], turns: int) -> dict[str, list[str]]:
 def ray_context(rows: list[ChatRow], turns: int) -> dict[str, list[str]]:
     contexts = {}
     for conversation in {row.conversation_id for row in rows}:
-        records = [{"file": row.file, "message_id": row.message_id, "conversation_id": row.conversation_id, "sender_role": row.sender_role,
-                    "time": row.time, "text": row.text, "group": conversation} for row in rows if row.conversation_id == conversation]
+        records = [
+            {
+                "file": row.file,
+                "message_id": row.message_id,
+                "conversation_id": row.conversation_id,
+                "sender_role": row.sender_role,
+                "time": row.time,
+                "text": row.text,
+                "group": conversation,
+            }
+            for row in rows
+            if row.conversation_id == conversation
+        ]
         for record in add_context(pa.Table.from_pylist(records, schema=ROWS_SCHEMA), turns).to_pylist():
             contexts[record["message_id"]] = [text for _, text in json.loads(record["context"])]
     return contexts

@@ -90,8 +90,12 @@ CASES = [
     ("ts NaN and infinity", "a.jsonl", jsonl(GOOD, odd(ts="nan"), odd(message_id="odd2", ts=1e308)), "scored"),
     # gzip
     ("gzip", "a.jsonl.gz", gzip.compress(jsonl(GOOD, odd())), "scored"),
-    ("truncated gzip", "a.jsonl.gz", gzip.compress(jsonl(GOOD, *[odd(message_id=f"r{i}") for i in range(300)]))[:-40],
-     "cannot be read past row"),
+    (
+        "truncated gzip",
+        "a.jsonl.gz",
+        gzip.compress(jsonl(GOOD, *[odd(message_id=f"r{i}") for i in range(300)]))[:-40],
+        "cannot be read past row",
+    ),
     ("not gzip at all", "a.jsonl.gz", jsonl(GOOD, odd()), "file: cannot be read past row 0"),
     # CSV
     ("CSV", "a.csv", csv_bytes(["message_id", "text"], ["good", "在吗"], ["odd", "好的"]), "scored"),
@@ -103,9 +107,24 @@ CASES = [
     ("CSV without a text column", "a.csv", b"message_id,body\ngood,hi\nodd,x\n", "all: no 'text' field"),
     # Parquet
     ("Parquet", "a.parquet", parquet_bytes(pa.table({"message_id": ["good", "odd"], "text": ["在吗", "好的"]})), "scored"),
-    ("Parquet with a numeric text column", "a.parquet", parquet_bytes(pa.table({"message_id": ["good", "odd"], "text": [1, 2]})), "all: not a string"),
-    ("Parquet without a text column", "a.parquet", parquet_bytes(pa.table({"message_id": ["good", "odd"], "body": ["x", "y"]})), "all: no 'text' field"),
-    ("Parquet with null text", "a.parquet", parquet_bytes(pa.table({"message_id": ["good", "odd"], "text": ["在吗", None]})), "no 'text' field"),
+    (
+        "Parquet with a numeric text column",
+        "a.parquet",
+        parquet_bytes(pa.table({"message_id": ["good", "odd"], "text": [1, 2]})),
+        "all: not a string",
+    ),
+    (
+        "Parquet without a text column",
+        "a.parquet",
+        parquet_bytes(pa.table({"message_id": ["good", "odd"], "body": ["x", "y"]})),
+        "all: no 'text' field",
+    ),
+    (
+        "Parquet with null text",
+        "a.parquet",
+        parquet_bytes(pa.table({"message_id": ["good", "odd"], "text": ["在吗", None]})),
+        "no 'text' field",
+    ),
     ("broken Parquet", "a.parquet", b"PAR1 this is not parquet PAR1", "file: cannot be read past row 0"),
     # empty
     ("empty JSON Lines file", "a.jsonl", b"", "no rows"),
@@ -144,9 +163,13 @@ def test_bad_paths_stop_before_any_work_with_exit_2(tiny_model_dir, tmp_path, ca
     (tmp_path / "file").write_text("x")
     good = tmp_path / "good.jsonl"
     good.write_bytes(jsonl(GOOD))
-    for inputs, output in (([tmp_path / "missing.jsonl"], tmp_path / "o1"), ([tmp_path / "empty"], tmp_path / "o2"),
-                           ([tmp_path / "notes.txt"], tmp_path / "o3"), ([tmp_path / "dangling.jsonl"], tmp_path / "o4"),
-                           ([good], tmp_path / "file" / "out")):
+    for inputs, output in (
+        ([tmp_path / "missing.jsonl"], tmp_path / "o1"),
+        ([tmp_path / "empty"], tmp_path / "o2"),
+        ([tmp_path / "notes.txt"], tmp_path / "o3"),
+        ([tmp_path / "dangling.jsonl"], tmp_path / "o4"),
+        ([good], tmp_path / "file" / "out"),
+    ):
         code = main(["batch", *map(str, inputs), "--output", str(output), "--model", str(tiny_model_dir), "--quiet"])
         assert code == 2, (inputs, output, capsys.readouterr().err)
         assert capsys.readouterr().err.strip()  # a reason is printed

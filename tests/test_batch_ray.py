@@ -25,8 +25,16 @@ def test_ray_engine_matches_local_engine(local_ray, tiny_model_dir, tmp_path):
     write_jsonl(tmp_path / "in" / "b.jsonl", [*records[30:], {"message_id": "bad", "conversation_id": "c1", "text": "  "}])
     results = {}
     for engine in ("local", "ray"):
-        config = BatchConfig([str(tmp_path / "in")], str(tmp_path / engine), model=str(tiny_model_dir), engine=engine,
-                             chunk_rows=16, quiet=True, precision="fp32", context_turns=3)
+        config = BatchConfig(
+            [str(tmp_path / "in")],
+            str(tmp_path / engine),
+            model=str(tiny_model_dir),
+            engine=engine,
+            chunk_rows=16,
+            quiet=True,
+            precision="fp32",
+            context_turns=3,
+        )
         summary = run_batch(config)
         assert summary["rows_in"] == 61 and summary["errors"] == 1 and summary["engine"] == engine
         table = pq.read_table(tmp_path / engine / "predictions.parquet").sort_by("message_id")

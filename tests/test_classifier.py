@@ -105,12 +105,24 @@ def test_onnx_graph_gives_the_model_s_logits_with_padding(architecture):
 
     torch.manual_seed(0)
     if architecture.startswith("bert"):
-        model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                                         intermediate_size=64, max_position_embeddings=40, num_labels=4,
-                                                         initializer_range=0.5))
+        model = BertForSequenceClassification(
+            BertConfig(
+                vocab_size=50,
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                intermediate_size=64,
+                max_position_embeddings=40,
+                num_labels=4,
+                initializer_range=0.5,
+            )
+        )
     else:
-        model = DistilBertForSequenceClassification(DistilBertConfig(vocab_size=50, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
-                                                                     max_position_embeddings=40, num_labels=4, initializer_range=0.5))
+        model = DistilBertForSequenceClassification(
+            DistilBertConfig(
+                vocab_size=50, dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=40, num_labels=4, initializer_range=0.5
+            )
+        )
     assert onnx_runtime.ClassicBert.fits(model) == architecture.startswith("bert")
     input_ids = torch.randint(5, 50, (3, 23))
     attention_mask = torch.ones_like(input_ids)

@@ -15,7 +15,11 @@ MINIMUM = {"extortion": 2000, "coercion": 1200, "complaint": 2500, "normal": 350
 @pytest.fixture(scope="module")
 def corpus():
     return load_corpus(
-        ["data/annotations/messages"], FROZEN_TEST, ["data/annotations/challenge"], eval_paths=["data/annotations/eval"], tuning_paths=["data/annotations/tuning"]
+        ["data/annotations/messages"],
+        FROZEN_TEST,
+        ["data/annotations/challenge"],
+        eval_paths=["data/annotations/eval"],
+        tuning_paths=["data/annotations/tuning"],
     )
 
 

@@ -6,7 +6,15 @@ from model.data_format import InvalidDataError, message_from_json, read_messages
 from serve.cli import main
 from tests.conftest import write_jsonl
 
-GOOD = {"id": "a-1", "text": "不给钱就差评", "context": [{"role": "seller", "text": "亲"}], "role": "buyer", "label": "extortion", "source": "written", "tags": ["domain:服装"]}
+GOOD = {
+    "id": "a-1",
+    "text": "不给钱就差评",
+    "context": [{"role": "seller", "text": "亲"}],
+    "role": "buyer",
+    "label": "extortion",
+    "source": "written",
+    "tags": ["domain:服装"],
+}
 
 
 def test_good_record_round_trips():

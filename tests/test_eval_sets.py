@@ -52,14 +52,14 @@ def test_adversarial_round_keeps_every_error_as_many_correct_and_freezes_whole_c
             label = ("extortion", "complaint", "normal")[turn]
             messages.append(Message(f"对话{c}第{turn}句", id=f"adv-r1-x-c{c:02d}#{turn}", label=label, tags=("writer:x",)))
             predicted.append("normal" if c % 3 == 0 else label)  # conversations 0, 3, ... hold 2 errors each
-    errors = sum(p != m.label for m, p in zip(messages, predicted))
+    errors = sum(p != m.label for m, p in zip(messages, predicted, strict=True))
 
     result = split_round(messages, predicted, "r1", frozen_share=0.2)
 
     kept = result.frozen + result.train
     assert result.errors == errors == 20 and result.correct_kept == 20 and result.correct_dropped == 50
     assert len(kept) == 40 and len({m.id for m in kept}) == 40
-    by_id = dict(zip((m.id for m in messages), predicted))
+    by_id = dict(zip((m.id for m in messages), predicted, strict=True))
     assert all(f"model:{by_id[m.id]}" in m.tags and "writer:x" in m.tags for m in kept)
     assert sum(f"model:{m.label}" not in m.tags for m in kept) == 20  # every error is kept
     frozen_conversations = {m.id.split("#")[0] for m in result.frozen}
@@ -80,9 +80,28 @@ def test_adversarial_round_command_drops_what_the_second_reader_labels_otherwise
     second = [{"id": r["id"], "label": r["label"] if i != 6 else "normal"} for i, r in enumerate(written)]
     write_jsonl(tmp_path / "second.jsonl", second)
 
-    assert main(["data", "adversarial-round", str(tmp_path / "x.jsonl"), "--second-reader", str(tmp_path / "second.jsonl"), "--name", "r9",
-                 "--model", str(tiny_model_dir), "--eval-dir", str(tmp_path / "eval"), "--corpus-dir", str(tmp_path / "messages"),
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "adversarial-round",
+                str(tmp_path / "x.jsonl"),
+                "--second-reader",
+                str(tmp_path / "second.jsonl"),
+                "--name",
+                "r9",
+                "--model",
+                str(tiny_model_dir),
+                "--eval-dir",
+                str(tmp_path / "eval"),
+                "--corpus-dir",
+                str(tmp_path / "messages"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
 
     frozen = read_messages([tmp_path / "eval" / "adversarial-r9.jsonl"], require_label=True)
     train = read_messages([tmp_path / "messages" / "adv-r9.jsonl"], require_label=True)
@@ -91,7 +110,25 @@ def test_adversarial_round_command_drops_what_the_second_reader_labels_otherwise
     errors = sum(f"model:{m.label}" not in m.tags for m in kept)
     assert errors >= len(kept) - errors and "40 written, 39 verified by the second reader; against tiny-model" in capsys.readouterr().out
     write_jsonl(tmp_path / "short.jsonl", second[:5])
-    assert main(["data", "adversarial-round", str(tmp_path / "x.jsonl"), "--second-reader", str(tmp_path / "short.jsonl"), "--name", "r9",
-                 "--model", str(tiny_model_dir), "--eval-dir", str(tmp_path / "eval"), "--corpus-dir", str(tmp_path / "messages")]) == 2
+    assert (
+        main(
+            [
+                "data",
+                "adversarial-round",
+                str(tmp_path / "x.jsonl"),
+                "--second-reader",
+                str(tmp_path / "short.jsonl"),
+                "--name",
+                "r9",
+                "--model",
+                str(tiny_model_dir),
+                "--eval-dir",
+                str(tmp_path / "eval"),
+                "--corpus-dir",
+                str(tmp_path / "messages"),
+            ]
+        )
+        == 2
+    )
     assert "did not label 35 messages" in capsys.readouterr().err
     assert json.loads((tmp_path / "x.jsonl").read_text(encoding="utf-8").splitlines()[0])["id"] == "adv-r9-x-000"

@@ -17,7 +17,7 @@ class KeywordModel:
     def predict_proba(self, messages):
         self.inputs += len(messages)
         probs = np.zeros((len(messages), len(LABELS)))
-        for row, message in zip(probs, messages):
+        for row, message in zip(probs, messages, strict=True):
             row[evidence.EXTORTION] = 0.5 * ("差评" in message.text) + 0.4 * ("钱" in message.text) + 0.05
             row[LABELS.index("normal")] = 1 - row[evidence.EXTORTION]
         return probs

@@ -38,7 +38,9 @@ def test_families_that_need_a_keyword_skip_plain_text():
 
 
 def test_augmentation_covers_every_label_at_the_asked_share():
-    messages = [Message(f"第{i}单，不给钱就差评", id=f"a{i}", label=["extortion", "coercion", "complaint", "normal"][i % 4]) for i in range(400)]
+    messages = [
+        Message(f"第{i}单，不给钱就差评", id=f"a{i}", label=["extortion", "coercion", "complaint", "normal"][i % 4]) for i in range(400)
+    ]
     copies = augment(messages, 0.25, seed=3)
     assert 60 <= len(copies) <= 140
     assert {m.label for m in copies} == {"extortion", "coercion", "complaint", "normal"}
@@ -59,7 +61,9 @@ def test_augmentation_is_the_same_under_any_hash_seed():
         "print([f('不给红包就差评，转账到支付宝', rng) for f in FAMILIES.values() for _ in range(5)])"
     )
     outputs = {
-        subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True, text=True, check=True).stdout
+        subprocess.run(
+            [sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True, text=True, check=True
+        ).stdout
         for seed in ("1", "2", "3")
     }
     assert len(outputs) == 1

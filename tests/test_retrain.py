@@ -16,13 +16,36 @@ from training.score_cache import CachedScores
 
 
 def inbox_lines(corpus):
-    good = [{"id": f"new-{i}", "text": f"新的{r['text']}{i}", "context": [], "label": r["label"], "moderator": "alice",
-             "decided_at": f"2026-11-{10 + i % 18:02d}T10:00:00+00:00"} for i, r in enumerate(synthetic_records(30, seed=7))]
+    good = [
+        {
+            "id": f"new-{i}",
+            "text": f"新的{r['text']}{i}",
+            "context": [],
+            "label": r["label"],
+            "moderator": "alice",
+            "decided_at": f"2026-11-{10 + i % 18:02d}T10:00:00+00:00",
+        }
+        for i, r in enumerate(synthetic_records(30, seed=7))
+    ]
     same_as_corpus = {**corpus[0], "id": "dup-1", "moderator": "bob", "decided_at": "2026-11-20T09:00:00+00:00"}
-    against_corpus = {**corpus[1], "id": "clash-1", "label": "normal" if corpus[1]["label"] != "normal" else "extortion",
-                      "moderator": "bob", "decided_at": "2026-11-20T09:00:00+00:00"}
-    disagree = [{"id": f"split-{who}", "text": "钱呢？到底给不给", "context": [{"role": "buyer", "text": "给我500"}], "label": label,
-                 "moderator": who, "decided_at": "2026-11-21T09:00:00+00:00"} for who, label in (("alice", "extortion"), ("bob", "normal"))]
+    against_corpus = {
+        **corpus[1],
+        "id": "clash-1",
+        "label": "normal" if corpus[1]["label"] != "normal" else "extortion",
+        "moderator": "bob",
+        "decided_at": "2026-11-20T09:00:00+00:00",
+    }
+    disagree = [
+        {
+            "id": f"split-{who}",
+            "text": "钱呢？到底给不给",
+            "context": [{"role": "buyer", "text": "给我500"}],
+            "label": label,
+            "moderator": who,
+            "decided_at": "2026-11-21T09:00:00+00:00",
+        }
+        for who, label in (("alice", "extortion"), ("bob", "normal"))
+    ]
     return good, [same_as_corpus, against_corpus, *disagree], ["{torn line", json.dumps({"id": "x", "text": "hi", "label": "spam"})]
 
 
@@ -36,11 +59,39 @@ def test_retrain_compare_promote_rollback(tmp_path, tiny_model_dir, monkeypatch,
     good, tricky, bad = inbox_lines(corpus)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    (inbox / "2026-11-20.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in good + tricky) + "\n".join(bad) + "\n")
+    (inbox / "2026-11-20.jsonl").write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in good + tricky) + "\n".join(bad) + "\n"
+    )
     out = tmp_path / "runs" / "candidate"
-    args = ["retrain", "--inbox", str(inbox), "--out", str(out), "--parent", str(tiny_model_dir), "--data", str(data),
-            "--challenge", str(tmp_path / "challenge"), "--frozen-test", "none", "--sources", "none", "--epochs", "2",
-            "--batch-size", "16", "--learning-rate", "1e-3", "--max-length", "32", "--device", "cpu", "--precision", "fp32"]
+    args = [
+        "retrain",
+        "--inbox",
+        str(inbox),
+        "--out",
+        str(out),
+        "--parent",
+        str(tiny_model_dir),
+        "--data",
+        str(data),
+        "--challenge",
+        str(tmp_path / "challenge"),
+        "--frozen-test",
+        "none",
+        "--sources",
+        "none",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--learning-rate",
+        "1e-3",
+        "--max-length",
+        "32",
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+    ]
     assert main(args) == 0
 
     merge = json.loads((out / "inbox" / "merge.json").read_text())
@@ -79,13 +130,21 @@ def test_retrain_compare_promote_rollback(tmp_path, tiny_model_dir, monkeypatch,
 
 
 def test_promotion_checks_use_the_tolerances():
-    comparison = {"new_labels_set": "new_labels",
-                  "parent": {"test_macro_f1": 0.90, "challenge_macro_f1": {"hard": 0.80, "new_labels": 0.5}, "real_review_extortion_rate": 0.001},
-                  "candidate": {"test_macro_f1": 0.896, "challenge_macro_f1": {"hard": 0.785, "new_labels": 0.1}, "real_review_extortion_rate": 0.001}}
+    comparison = {
+        "new_labels_set": "new_labels",
+        "parent": {"test_macro_f1": 0.90, "challenge_macro_f1": {"hard": 0.80, "new_labels": 0.5}, "real_review_extortion_rate": 0.001},
+        "candidate": {
+            "test_macro_f1": 0.896,
+            "challenge_macro_f1": {"hard": 0.785, "new_labels": 0.1},
+            "real_review_extortion_rate": 0.001,
+        },
+    }
     checks = {c["name"]: c["passed"] for c in check_promotion(comparison, Tolerances())}
     assert checks == {"test macro-F1": True, "challenge hard macro-F1": False, "extortion rate on real reviews": True}
     comparison["candidate"]["real_review_extortion_rate"] = 0.002
-    assert not {c["name"]: c["passed"] for c in check_promotion(comparison, Tolerances(challenge_macro_f1_drop=0.02))}["extortion rate on real reviews"]
+    assert not {c["name"]: c["passed"] for c in check_promotion(comparison, Tolerances(challenge_macro_f1_drop=0.02))}[
+        "extortion rate on real reviews"
+    ]
 
 
 def test_cached_scores_equal_fresh_ones_and_are_not_scored_again(tmp_path, tiny_model_dir):

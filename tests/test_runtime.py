@@ -56,8 +56,9 @@ def test_the_fastest_path_that_keeps_the_labels_is_used(classifier, tmp_path, mo
     assert choice.path.name == expected and sorted(name for name, _ in calls) == sorted(timings)
     assert (classifier.onnx is not None) == (expected == "onnx fp32") and classifier.precision == expected.split()[1]
     reference = ExtortionClassifier.from_pretrained(classifier.model.name_or_path, device="cpu", precision="fp32")
-    np.testing.assert_allclose(classifier.predict_proba(["在吗", "不给钱就差评"]), reference.predict_proba(["在吗", "不给钱就差评"]),
-                               atol=2e-2)
+    np.testing.assert_allclose(
+        classifier.predict_proba(["在吗", "不给钱就差评"]), reference.predict_proba(["在吗", "不给钱就差评"]), atol=2e-2
+    )
 
 
 def test_a_cached_choice_is_reused_and_fresh_measures_again(classifier, tmp_path, monkeypatch):
@@ -122,11 +123,16 @@ def test_new_weights_in_the_same_folder_are_measured_again(tiny_model_dir, tmp_p
     shutil.copytree(tiny_model_dir, folder)
     calls, timings = [], {"torch fp32": 5.0, "onnx fp32": 2.0}
     for _ in range(2):
-        choose_runtime(ExtortionClassifier.from_pretrained(folder, device="cpu"), "batch", cache=tmp_path / "r.json",
-                       measure=fake_timings(timings, calls))
+        choose_runtime(
+            ExtortionClassifier.from_pretrained(folder, device="cpu"),
+            "batch",
+            cache=tmp_path / "r.json",
+            measure=fake_timings(timings, calls),
+        )
     assert len(calls) == 2  # the second load found the choice
     weights = next(folder.glob("*.safetensors"))
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # retrained in place
-    choose_runtime(ExtortionClassifier.from_pretrained(folder, device="cpu"), "batch", cache=tmp_path / "r.json",
-                   measure=fake_timings(timings, calls))
+    choose_runtime(
+        ExtortionClassifier.from_pretrained(folder, device="cpu"), "batch", cache=tmp_path / "r.json", measure=fake_timings(timings, calls)
+    )
     assert len(calls) == 4

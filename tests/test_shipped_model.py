@@ -48,7 +48,7 @@ def test_shipped_folder_is_safetensors_and_small():
 
 def test_canonical_messages(shipped):
     predictions = shipped.predict([{"text": text, "context": context} for text, context, _ in CANONICAL])
-    wrong = [(text, expected, p.label) for (text, _, expected), p in zip(CANONICAL, predictions) if p.label != expected]
+    wrong = [(text, expected, p.label) for (text, _, expected), p in zip(CANONICAL, predictions, strict=True) if p.label != expected]
     assert not wrong, wrong
 
 

@@ -5,18 +5,24 @@ from training.sources import load_sources
 
 
 def test_sources_are_filtered_relabelled_and_split(tmp_path):
-    lines = ["好", "这个东西质量太差了", "快递很慢，不满意", "这个东西质量太差了", "包装破了，气死了"] + [f"第{i}条差评理由" for i in range(40)]
+    lines = ["好", "这个东西质量太差了", "快递很慢，不满意", "这个东西质量太差了", "包装破了，气死了"] + [
+        f"第{i}条差评理由" for i in range(40)
+    ]
     (tmp_path / "reviews.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (tmp_path / "abuse.csv").write_text("id,TEXT,label\n1,你们这些人真是的,1\n2,ok,0\n", encoding="utf-8")
-    config = {"sources": [
-        {"name": "reviews", "path": "reviews.txt", "weak_label": "complaint", "min_chars": 3, "train_lines": 10},
-        {"name": "abuse", "path": "abuse.csv", "column": "TEXT", "weak_label": "normal", "min_chars": 3},
-        {"name": "absent", "package": "no_such_package_here", "path": "x.txt", "weak_label": "normal"},
-        {"name": "capped", "path": "reviews.txt", "weak_label": "complaint", "min_chars": 3, "held_out_lines": 5},
-    ]}
+    config = {
+        "sources": [
+            {"name": "reviews", "path": "reviews.txt", "weak_label": "complaint", "min_chars": 3, "train_lines": 10},
+            {"name": "abuse", "path": "abuse.csv", "column": "TEXT", "weak_label": "normal", "min_chars": 3},
+            {"name": "absent", "package": "no_such_package_here", "path": "x.txt", "weak_label": "normal"},
+            {"name": "capped", "path": "reviews.txt", "weak_label": "complaint", "min_chars": 3, "held_out_lines": 5},
+        ]
+    }
     (tmp_path / "sources.json").write_text(json.dumps(config), encoding="utf-8")
-    relabels = [{"source": "reviews", "line": 3, "label": "normal", "note": "not a complaint"},
-                {"source": "reviews", "line": 5, "label": "complaint", "predicted": "extortion", "note": "read after a model flagged it"}]
+    relabels = [
+        {"source": "reviews", "line": 3, "label": "normal", "note": "not a complaint"},
+        {"source": "reviews", "line": 5, "label": "complaint", "predicted": "extortion", "note": "read after a model flagged it"},
+    ]
     (tmp_path / "relabels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in relabels), encoding="utf-8")
 
     loaded = load_sources(tmp_path / "sources.json", tmp_path / "relabels.jsonl")
@@ -49,13 +55,35 @@ def test_flag_real_lists_every_scored_line_by_source_and_line_never_its_text(tmp
     records = list(flag_real_text(ExtortionClassifier.from_pretrained(tiny_model_dir, device="cpu"), tmp_path / "sources.json", None))
     assert sorted(r["line"] for r in records) == list(range(1, 31))  # held_out_lines does not cap what is scored
     assert 3 <= sum(r["split"] == "train" for r in records) <= 20
-    held_out = list(flag_real_text(ExtortionClassifier.from_pretrained(tiny_model_dir, device="cpu"), tmp_path / "sources.json", None,
-                                   held_out_only=True))
+    held_out = list(
+        flag_real_text(
+            ExtortionClassifier.from_pretrained(tiny_model_dir, device="cpu"), tmp_path / "sources.json", None, held_out_only=True
+        )
+    )
     assert len(held_out) == 5 and {r["split"] for r in held_out} == {"held-out"}
-    assert all(set(r) == {"source", "line", "split", "label", "predicted", "p_extortion", "p_coercion", "p_complaint", "p_normal"} for r in records)
+    assert all(
+        set(r) == {"source", "line", "split", "label", "predicted", "p_extortion", "p_coercion", "p_complaint", "p_normal"} for r in records
+    )
 
-    assert main(["data", "flag-real", "--model", str(tiny_model_dir), "--sources", str(tmp_path / "sources.json"), "--relabels", "none",
-                 "--out", str(out), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "flag-real",
+                "--model",
+                str(tiny_model_dir),
+                "--sources",
+                str(tmp_path / "sources.json"),
+                "--relabels",
+                "none",
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     flagged = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["line"] for r in flagged] == [r["line"] for r in records if r["predicted"] in ("extortion", "coercion")]
     assert "东西还行" not in out.read_text(encoding="utf-8") + capsys.readouterr().err
@@ -74,10 +102,12 @@ def test_a_relabel_with_an_unknown_predicted_label_names_the_file_and_line(tmp_p
 
 def test_a_dialogue_file_gives_one_field_of_each_line_with_the_word_segmentation_spaces_removed(tmp_path):
     (tmp_path / "qa.txt").write_text("什么 时候 发货 啊\t在 的 客官\n这个 iphone x 质量 怎么样\t不错 的\nno tab here\n", encoding="utf-8")
-    config = {"sources": [
-        {"name": "questions", "path": "qa.txt", "field": 0, "segmented": True, "weak_label": "normal"},
-        {"name": "answers", "path": "qa.txt", "field": -1, "weak_label": "normal", "min_chars": 3},
-    ]}
+    config = {
+        "sources": [
+            {"name": "questions", "path": "qa.txt", "field": 0, "segmented": True, "weak_label": "normal"},
+            {"name": "answers", "path": "qa.txt", "field": -1, "weak_label": "normal", "min_chars": 3},
+        ]
+    }
     (tmp_path / "sources.json").write_text(json.dumps(config), encoding="utf-8")
     loaded = load_sources(tmp_path / "sources.json")
     assert [m.text for m in loaded["questions"][1]] == ["什么时候发货啊", "这个iphone x质量怎么样", "no tab here"]

@@ -14,7 +14,12 @@ def test_near_duplicates_are_found_and_different_texts_are_not():
 
 
 def test_near_duplicates_join_their_conversations_into_one_group():
-    messages = [Message("不给钱我就给你差评，自己看着办", id="a#1"), Message("好的", id="a#2"), Message("不给钱我就给你差评，自己看着办！", id="b"), Message("发货了吗", id="c")]
+    messages = [
+        Message("不给钱我就给你差评，自己看着办", id="a#1"),
+        Message("好的", id="a#2"),
+        Message("不给钱我就给你差评，自己看着办！", id="b"),
+        Message("发货了吗", id="c"),
+    ]
     groups = group_ids(messages)
     assert groups[0] == groups[1] == groups[2] == "a" and groups[3] == "c"
 
@@ -30,6 +35,6 @@ def test_frozen_test_split_holds_and_new_messages_never_enter_it(tmp_path):
     again = assign_splits(grown, frozen)
     assert again[:300] == first
     assert "test" not in again[300:]
-    tied = messages + [Message(messages[first.index("test")].text + "！", id="near-copy")]
+    tied = [*messages, Message(messages[first.index("test")].text + "！", id="near-copy")]
     assert assign_splits(tied, frozen)[-1] == "excluded"  # a near-copy of a test message is held out, not added to test
     assert read_frozen_test(tmp_path / "missing.txt") is None

@@ -39,14 +39,27 @@ def test_no_two_lexicon_words_can_start_at_the_same_place():
 
 @pytest.mark.parametrize(
     "text",
-    ["威信支付可以吗", "这条红宝石项链好看", "hp打印机墨盒", "shopping 很开心", "亲，您的快递已经发出了", "一句抱歉都没有", "闲置包包说正品", "尾款也付了", "队友都打完一把了"],
+    [
+        "威信支付可以吗",
+        "这条红宝石项链好看",
+        "hp打印机墨盒",
+        "shopping 很开心",
+        "亲，您的快递已经发出了",
+        "一句抱歉都没有",
+        "闲置包包说正品",
+        "尾款也付了",
+        "队友都打完一把了",
+    ],
 )
 def test_ordinary_words_and_punctuation_are_left_alone(text):
     assert prepare_text(text).replace(",", "，") == text
 
 
 unicode_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=200)
-chat_like = st.lists(st.sampled_from(list("差评红包转账钱给我不就cpHB ＊*.\u200b\u200f\u0301\u202e💰🧧評轉賬ｃｐ") + ["cha", "ping", "hong", "bao"]), max_size=40).map("".join)
+chat_like = st.lists(
+    st.sampled_from([*list("差评红包转账钱给我不就cpHB ＊*.\u200b\u200f́\u202e💰🧧評轉賬ｃｐ"), "cha", "ping", "hong", "bao"]),
+    max_size=40,
+).map("".join)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

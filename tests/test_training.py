@@ -34,14 +34,33 @@ def test_training_writes_a_standard_model_folder(tmp_path, tiny_model_dir):
     challenge = write_jsonl(tmp_path / "hard.jsonl", [{**r, "id": f"ch-{i}"} for i, r in enumerate(synthetic_records(8, seed=1))])
     (tmp_path / "reviews.txt").write_text("\n".join(f"好评{i}快递很快" for i in range(30)), encoding="utf-8")
     sources = tmp_path / "sources.json"
-    sources.write_text(json.dumps({"sources": [{"name": "reviews", "path": "reviews.txt", "weak_label": "normal", "train_lines": 10}]}), encoding="utf-8")
+    sources.write_text(
+        json.dumps({"sources": [{"name": "reviews", "path": "reviews.txt", "weak_label": "normal", "train_lines": 10}]}), encoding="utf-8"
+    )
     (tmp_path / "eval" / "blind").mkdir(parents=True)
-    write_jsonl(tmp_path / "eval" / "blind" / "writer-a.jsonl", [{**r, "id": f"bl-{i}"} for i, r in enumerate(synthetic_records(12, seed=2))])
+    write_jsonl(
+        tmp_path / "eval" / "blind" / "writer-a.jsonl", [{**r, "id": f"bl-{i}"} for i, r in enumerate(synthetic_records(12, seed=2))]
+    )
     out = tmp_path / "model"
     (tmp_path / "notes.md").write_text("## Recipe tries\n\n| try | dev macro-F1 |\n", encoding="utf-8")
-    config = TrainConfig(data=[str(data)], frozen_test=None, challenge=[str(challenge)], eval_sets=[str(tmp_path / "eval")], sources=str(sources),
-                         card_notes=str(tmp_path / "notes.md"), tune_extortion_shift="dev-macro-f1", base=str(tiny_model_dir), out=str(out), epochs=10, early_stopping_patience=10, batch_size=16, learning_rate=1e-3,
-                         max_length=32, device="cpu", precision="fp32")
+    config = TrainConfig(
+        data=[str(data)],
+        frozen_test=None,
+        challenge=[str(challenge)],
+        eval_sets=[str(tmp_path / "eval")],
+        sources=str(sources),
+        card_notes=str(tmp_path / "notes.md"),
+        tune_extortion_shift="dev-macro-f1",
+        base=str(tiny_model_dir),
+        out=str(out),
+        epochs=10,
+        early_stopping_patience=10,
+        batch_size=16,
+        learning_rate=1e-3,
+        max_length=32,
+        device="cpu",
+        precision="fp32",
+    )
     summary = train(config)
 
     assert (out / "model.safetensors").exists() and not list(out.glob("*.bin"))
@@ -83,7 +102,17 @@ def test_training_refuses_invalid_data_with_file_and_line(tmp_path, tiny_model_d
     records[4]["label"] = "threat"
     data = write_jsonl(tmp_path / "bad.jsonl", records)
     with pytest.raises(InvalidDataError, match=rf"{data}:5: 'label' must be one of"):
-        train(TrainConfig(data=[str(data)], frozen_test=None, challenge=[], sources=None, base=str(tiny_model_dir), out=str(tmp_path / "m"), device="cpu"))
+        train(
+            TrainConfig(
+                data=[str(data)],
+                frozen_test=None,
+                challenge=[],
+                sources=None,
+                base=str(tiny_model_dir),
+                out=str(tmp_path / "m"),
+                device="cpu",
+            )
+        )
     assert not (tmp_path / "m").exists()
 
 
@@ -93,7 +122,9 @@ def test_keep_layers_keeps_evenly_spaced_layers_with_their_weights():
 
     from training.trainer import keep_layers
 
-    model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=16))
+    model = BertForSequenceClassification(
+        BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=16)
+    )
     first, last = model.bert.encoder.layer[0], model.bert.encoder.layer[3]
     keep_layers(model, 2)
     assert model.config.num_hidden_layers == 2 and list(model.bert.encoder.layer) == [first, last]
@@ -119,9 +150,24 @@ def test_training_only_the_top_layers_keeps_the_lower_ones_and_the_embeddings(tm
 
     monkeypatch.setattr(trainer_module, "train_top_layers_only", spy)
     out = tmp_path / "model"
-    train(TrainConfig(data=[str(write_jsonl(tmp_path / "train.jsonl", synthetic_records(64)))], frozen_test=None, challenge=[], sources=None,
-                      base=str(tiny_model_dir), out=str(out), trained_layers=1, epochs=1, batch_size=16, learning_rate=1e-2,
-                      max_length=32, device="cpu", precision="fp32", save_dtype="float32"))
+    train(
+        TrainConfig(
+            data=[str(write_jsonl(tmp_path / "train.jsonl", synthetic_records(64)))],
+            frozen_test=None,
+            challenge=[],
+            sources=None,
+            base=str(tiny_model_dir),
+            out=str(out),
+            trained_layers=1,
+            epochs=1,
+            batch_size=16,
+            learning_rate=1e-2,
+            max_length=32,
+            device="cpu",
+            precision="fp32",
+            save_dtype="float32",
+        )
+    )
     before, after = load_file(tiny_model_dir / "model.safetensors"), load_file(out / "model.safetensors")
     changed = {name for name in before if not before[name].equal(after[name])}
     assert changed and not [n for n in changed if "embeddings" in n or "layer.0." in n]
@@ -136,13 +182,33 @@ def test_distillation_makes_a_smaller_student_follow_the_teacher_not_the_labels(
 
     records = synthetic_records(96)
     shifted = [{**r, "label": LABELS[(LABELS.index(r["label"]) + 1) % 4]} for r in records]
-    settings = dict(frozen_test=None, challenge=[], sources=None, augment_share=0.0, epochs=8, early_stopping_patience=8,
-                    batch_size=16, learning_rate=1e-3, max_length=32, device="cpu", precision="fp32")
+    settings = dict(
+        frozen_test=None,
+        challenge=[],
+        sources=None,
+        augment_share=0.0,
+        epochs=8,
+        early_stopping_patience=8,
+        batch_size=16,
+        learning_rate=1e-3,
+        max_length=32,
+        device="cpu",
+        precision="fp32",
+    )
     teacher = tmp_path / "teacher"
     train(TrainConfig(data=[str(write_jsonl(tmp_path / "shifted.jsonl", shifted))], base=str(tiny_model_dir), out=str(teacher), **settings))
     student = tmp_path / "student"
-    train(TrainConfig(data=[str(write_jsonl(tmp_path / "true.jsonl", records))], base=str(tiny_model_dir), out=str(student),
-                      num_layers=1, teacher=str(teacher), distill_weight=1.0, **settings))
+    train(
+        TrainConfig(
+            data=[str(write_jsonl(tmp_path / "true.jsonl", records))],
+            base=str(tiny_model_dir),
+            out=str(student),
+            num_layers=1,
+            teacher=str(teacher),
+            distill_weight=1.0,
+            **settings,
+        )
+    )
 
     assert json.loads((student / "config.json").read_text())["num_hidden_layers"] == 1
     assert f"Distilled from `{teacher}`" in (student / "README.md").read_text()
@@ -212,9 +278,22 @@ def test_training_with_hard_case_weights_and_label_smoothing(tmp_path, tiny_mode
     for record in records[::5]:
         record["tags"] = ["model:normal" if record["label"] != "normal" else "model:complaint"]
     data = write_jsonl(tmp_path / "train.jsonl", records)
-    config = TrainConfig(data=[str(data)], frozen_test=None, challenge=[], eval_sets=[], sources=None, base=str(tiny_model_dir),
-                         out=str(tmp_path / "model"), epochs=1, batch_size=16, max_length=32, hard_case_weight=3.0, label_smoothing=0.1,
-                         device="cpu", precision="fp32")
+    config = TrainConfig(
+        data=[str(data)],
+        frozen_test=None,
+        challenge=[],
+        eval_sets=[],
+        sources=None,
+        base=str(tiny_model_dir),
+        out=str(tmp_path / "model"),
+        epochs=1,
+        batch_size=16,
+        max_length=32,
+        hard_case_weight=3.0,
+        label_smoothing=0.1,
+        device="cpu",
+        precision="fp32",
+    )
     from transformers import AutoTokenizer
 
     from model.data_format import read_messages
@@ -254,9 +333,25 @@ def test_the_operating_point_is_tuned_on_its_messages_labels_in_the_order_of_the
     data = write_jsonl(tmp_path / "train.jsonl", records[:150])
     (tmp_path / "tuning").mkdir()
     write_jsonl(tmp_path / "tuning" / "a.jsonl", records[150:])
-    config = TrainConfig(data=[str(data)], frozen_test=None, challenge=[], eval_sets=[], tuning_sets=[str(tmp_path / "tuning")], sources=None,
-                         base=str(tiny_model_dir), out=str(tmp_path / "model"), epochs=1, batch_size=16, learning_rate=1e-3, max_length=64,
-                         tune_extortion_shift=rule, target_extortion_precision=0.9, save_dtype="float32", device="cpu", precision="fp32")
+    config = TrainConfig(
+        data=[str(data)],
+        frozen_test=None,
+        challenge=[],
+        eval_sets=[],
+        tuning_sets=[str(tmp_path / "tuning")],
+        sources=None,
+        base=str(tiny_model_dir),
+        out=str(tmp_path / "model"),
+        epochs=1,
+        batch_size=16,
+        learning_rate=1e-3,
+        max_length=64,
+        tune_extortion_shift=rule,
+        target_extortion_precision=0.9,
+        save_dtype="float32",
+        device="cpu",
+        precision="fp32",
+    )
     train(config)
     corpus = corpus_for(config)
     tuned_messages = corpus.dev if rule == "dev-macro-f1" else corpus.tuning

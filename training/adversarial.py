@@ -39,12 +39,21 @@ def split_round(messages: Sequence[Message], predicted: Sequence[str], name: str
     """
     if len(messages) != len(predicted):
         raise ValueError(f"{len(messages)} messages but {len(predicted)} predictions")
-    errors = [(m, p) for m, p in zip(messages, predicted) if p != m.label]
-    correct = sorted(((m, p) for m, p in zip(messages, predicted) if p == m.label), key=lambda mp: _bucket(f"{name}:keep:{mp[0].id}"))
+    errors = [(m, p) for m, p in zip(messages, predicted, strict=True) if p != m.label]
+    correct = sorted(
+        ((m, p) for m, p in zip(messages, predicted, strict=True) if p == m.label), key=lambda mp: _bucket(f"{name}:keep:{mp[0].id}")
+    )
     kept = errors + correct[: len(errors)]
     frozen, train = [], []
     for message, label in sorted(kept, key=lambda mp: mp[0].id):
-        tagged = Message(message.text, message.context, message.id, message.role, message.label, message.source,
-                         (*[t for t in message.tags if not t.startswith("model:")], f"model:{label}"))
+        tagged = Message(
+            message.text,
+            message.context,
+            message.id,
+            message.role,
+            message.label,
+            message.source,
+            (*[t for t in message.tags if not t.startswith("model:")], f"model:{label}"),
+        )
         (frozen if _bucket(f"{name}:{conversation_of(message)}") < frozen_share else train).append(tagged)
     return Round(frozen, train, len(errors), min(len(correct), len(errors)), max(len(correct) - len(errors), 0))

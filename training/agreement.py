@@ -30,7 +30,7 @@ def agreement(first: dict[str, str], second: dict[str, str]) -> dict:
     a, b = [first[i] for i in ids], [second[i] for i in ids]
     return {
         "n": len(ids),
-        "agreement": sum(x == y for x, y in zip(a, b)) / len(ids),
+        "agreement": sum(x == y for x, y in zip(a, b, strict=True)) / len(ids),
         "kappa": float(cohen_kappa_score(a, b, labels=list(LABELS))),
         "kappa_per_label": {label: float(cohen_kappa_score([x == label for x in a], [y == label for y in b])) for label in LABELS},
         "confusion_rows_first_cols_second": confusion_matrix(a, b, labels=list(LABELS)).tolist(),

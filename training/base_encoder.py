@@ -161,7 +161,7 @@ def build_tokenizer(pieces: list[str], scores: np.ndarray, special_ids: dict[str
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = [(p, 0.0 if i in special_ids.values() else float(s)) for i, (p, s) in enumerate(zip(pieces, scores))]
+    vocab = [(p, 0.0 if i in special_ids.values() else float(s)) for i, (p, s) in enumerate(zip(pieces, scores, strict=True))]
     tokenizer = Tokenizer(models.Unigram(vocab, unk_id=special_ids["unk"], byte_fallback=False))
     tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")

@@ -72,7 +72,7 @@ def load_corpus(
     if duplicate_ids:
         raise ValueError(f"ids used twice across the corpus, challenge, evaluation and tuning sets: {duplicate_ids[:5]}")
     splits = assign_splits(everything, read_frozen_test(frozen_test) if frozen_test else None, frozenset(m.id for m in challenge_messages))
-    for message, split in zip(messages, splits):
+    for message, split in zip(messages, splits[: len(messages)], strict=True):  # the held-out sets' splits follow
         getattr(corpus, split).append(message)
     if sources and Path(sources).exists():
         for name, (sample, held_out) in load_sources(sources, relabels).items():
@@ -122,7 +122,11 @@ def to_dataset(
     """Tokenised ``datasets.Dataset`` with ``input_ids``, ``token_type_ids``, ``labels`` and ``length``, and a loss
     ``weight`` per message when hard cases weigh more than 1."""
     encoded = encode_messages(tokenizer, messages, max_length, text_preparation, role_marker)
-    columns = {"input_ids": encoded.input_ids, "labels": [LABEL2ID[m.label] for m in messages], "length": [len(i) for i in encoded.input_ids]}
+    columns = {
+        "input_ids": encoded.input_ids,
+        "labels": [LABEL2ID[m.label] for m in messages],
+        "length": [len(i) for i in encoded.input_ids],
+    }
     if hard_case_weight != 1.0:
         columns["weight"] = [hard_case_weight if is_hard_case(m) else 1.0 for m in messages]
     if "token_type_ids" in tokenizer.model_input_names:

@@ -22,11 +22,43 @@ from model.text import LEXICON, homophone_table, syllables
 TARGET_WORDS = tuple(sorted(set(LEXICON) | {"钱", "删", "评价", "店铺"}, key=lambda w: (-len(w), w)))
 MULTI_CHARACTER_WORDS = tuple(w for w in TARGET_WORDS if len(w) >= 2)
 LOOKALIKES = {
-    "评": "坪抨泙", "差": "羞荖", "钱": "钳线", "红": "缸虹", "包": "句抱", "转": "砖传", "账": "帐胀", "款": "歀欵",
-    "退": "褪腿", "投": "设殳", "诉": "拆折", "举": "拳挙", "报": "扳极", "曝": "瀑", "删": "刪珊", "好": "妤",
-    "a": "аα", "c": "сϲ", "e": "е", "o": "оο", "p": "рρ", "x": "х", "b": "Ь", "h": "һ",
+    "评": "坪抨泙",
+    "差": "羞荖",
+    "钱": "钳线",
+    "红": "缸虹",
+    "包": "句抱",
+    "转": "砖传",
+    "账": "帐胀",
+    "款": "歀欵",
+    "退": "褪腿",
+    "投": "设殳",
+    "诉": "拆折",
+    "举": "拳挙",
+    "报": "扳极",
+    "曝": "瀑",
+    "删": "刪珊",
+    "好": "妤",
+    "a": "аα",
+    "c": "сϲ",
+    "e": "е",
+    "o": "оο",
+    "p": "рρ",
+    "x": "х",
+    "b": "Ь",
+    "h": "һ",
 }
-SPLITS = {"评": "讠平", "钱": "钅戋", "红": "纟工", "诉": "讠斥", "投": "扌殳", "你": "亻尔", "打": "扌丁", "账": "贝长", "转": "车专", "好": "女子"}
+SPLITS = {
+    "评": "讠平",
+    "钱": "钅戋",
+    "红": "纟工",
+    "诉": "讠斥",
+    "投": "扌殳",
+    "你": "亻尔",
+    "打": "扌丁",
+    "账": "贝长",
+    "转": "车专",
+    "好": "女子",
+}
 EMOJI = {"差评": "👎", "红包": "🧧", "钱": "💰", "转账": "💸", "手机": "📱"}
 INSERTS = ("*", " ", "-", ".", "\u200b", "~", "|", "·")
 _CJK_PAIR = re.compile(r"[\u4e00-\u9fff]{2}")
@@ -158,7 +190,7 @@ def perturb(message: Message, family: str, rng: random.Random) -> Message | None
     if text is None or text == message.text:
         return None
     return Message(
-        text, message.context, f"{message.id}~{family}", message.role, message.label, "perturbed", message.tags + (f"evasion:{family}",)
+        text, message.context, f"{message.id}~{family}", message.role, message.label, "perturbed", (*message.tags, f"evasion:{family}")
     )
 
 

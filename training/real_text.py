@@ -17,8 +17,9 @@ from .sources import load_source, read_relabels, read_sources
 FLAGGED_LABELS = ("extortion", "coercion")
 
 
-def flag_real_text(classifier, sources_path: str, relabels_path: str | None, batch_size: int = 32,
-                   held_out_only: bool = False) -> Iterator[dict]:
+def flag_real_text(
+    classifier, sources_path: str, relabels_path: str | None, batch_size: int = 32, held_out_only: bool = False
+) -> Iterator[dict]:
     """One record per source line (after the source's filters): source, line, split, weak label, predicted label, probabilities.
 
     ``held_out_only``: only the held-out lines that evaluation scores (the source's ``held_out_lines`` cap applies), the
@@ -33,12 +34,12 @@ def flag_real_text(classifier, sources_path: str, relabels_path: str | None, bat
         if not messages:
             continue
         probs = classifier.predict_proba(messages, batch_size=batch_size)
-        for index, (message, row) in enumerate(zip(messages, probs)):
+        for index, (message, row) in enumerate(zip(messages, probs, strict=True)):
             yield {
                 "source": source.name,
                 "line": int(message.id.rsplit(":", 1)[1]),
                 "split": "train" if index < len(train) else "held-out",
                 "label": message.label,
                 "predicted": LABELS[int(row.argmax())],
-                **{f"p_{label}": round(float(p), 4) for label, p in zip(LABELS, row)},
+                **{f"p_{label}": round(float(p), 4) for label, p in zip(LABELS, row, strict=True)},
             }

@@ -58,7 +58,8 @@ def _fmt(value: float | None) -> str:
 
 def robustness_table(report: dict) -> str:
     rows = [
-        "| family | extortion n | extortion recall clean → perturbed | coercion recall clean → perturbed | negatives n | extortion FP clean → perturbed (%) |",
+        "| family | extortion n | extortion recall clean → perturbed | coercion recall clean → perturbed "
+        "| negatives n | extortion FP clean → perturbed (%) |",
         "|---|---|---|---|---|---|",
     ]
     for family, e in report["families"].items():
@@ -95,8 +96,16 @@ def write_robustness(report: dict, out_dir: str | Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(out / "robustness.png", dpi=120)
     plt.close(fig)
-    text = [f"# {title}", "", robustness_table(report), "",
-            f"Extortion false-positive rate on all clean negatives: {_fmt(report['extortion_fp_all_clean_negatives'])}%.", "",
-            "Each family disguises the messages it applies to; clean figures are on the same messages undisguised.", "",
-            "![robustness](robustness.png)", ""]
+    text = [
+        f"# {title}",
+        "",
+        robustness_table(report),
+        "",
+        f"Extortion false-positive rate on all clean negatives: {_fmt(report['extortion_fp_all_clean_negatives'])}%.",
+        "",
+        "Each family disguises the messages it applies to; clean figures are on the same messages undisguised.",
+        "",
+        "![robustness](robustness.png)",
+        "",
+    ]
     (out / "robustness.md").write_text("\n".join(text), encoding="utf-8")

@@ -55,7 +55,7 @@ class CachedScores:
         self.scores: dict[bytes, np.ndarray] = {}
         if self.path.exists():
             with np.load(self.path, allow_pickle=False) as stored:
-                self.scores = {key.tobytes(): probs for key, probs in zip(stored["keys"], stored["probs"])}
+                self.scores = {key.tobytes(): probs for key, probs in zip(stored["keys"], stored["probs"], strict=True)}
         self.hits = self.misses = 0
 
     def __getattr__(self, name):
@@ -66,10 +66,10 @@ class CachedScores:
         messages = [as_message(x) for x in ([items] if single else items)]
         with_role = getattr(self.classifier, "role_marker", "none") != "none"
         keys = [message_key(m, with_role) for m in messages]
-        missing = list({k: m for k, m in zip(keys, messages) if k not in self.scores}.items())
+        missing = list({k: m for k, m in zip(keys, messages, strict=True) if k not in self.scores}.items())
         if missing:
             probs = self.classifier.predict_proba([m for _, m in missing], batch_size=batch_size)
-            self.scores.update(zip((k for k, _ in missing), probs))
+            self.scores.update(zip((k for k, _ in missing), probs, strict=True))
         self.misses += len(missing)
         self.hits += len(messages) - len(missing)
         out = np.stack([self.scores[k] for k in keys]) if keys else np.zeros((0, len(self.classifier.labels)), np.float32)

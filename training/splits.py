@@ -70,7 +70,7 @@ def group_ids(messages: Sequence[Message]) -> list[str]:
     graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(len(names), len(names)))
     _, component = connected_components(graph, directed=False)
     smallest = {}
-    for name, c in zip(names, component):
+    for name, c in zip(names, component, strict=True):
         smallest.setdefault(c, name)  # names are sorted, so the first is the smallest
     return [smallest[component[index[c]]] for c in conversations]
 
@@ -91,10 +91,10 @@ def assign_splits(messages: Sequence[Message], frozen_test: set[str] | None, cha
     if frozen_test is None:
         test_groups = {g for g in groups if _bucket(g) < TEST_SHARE}
     else:
-        test_groups = {g for g, m in zip(groups, messages) if m.id in frozen_test}
-    challenge_groups = {g for g, m in zip(groups, messages) if m.id in challenge_ids}
+        test_groups = {g for g, m in zip(groups, messages, strict=True) if m.id in frozen_test}
+    challenge_groups = {g for g, m in zip(groups, messages, strict=True) if m.id in challenge_ids}
     splits = []
-    for group, message in zip(groups, messages):
+    for group, message in zip(groups, messages, strict=True):
         if message.id in challenge_ids:
             splits.append("challenge")
         elif group in test_groups:
@@ -116,7 +116,7 @@ def read_frozen_test(path: str | Path) -> set[str] | None:
 
 def freeze_test(messages: Sequence[Message], splits: Sequence[str], path: str | Path, note: str) -> int:
     """Write the test ids, sorted, behind a comment line; returns how many."""
-    ids = sorted(m.id for m, s in zip(messages, splits) if s == "test")
+    ids = sorted(m.id for m, s in zip(messages, splits, strict=True) if s == "test")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(f"# {note}\n" + "\n".join(ids) + "\n", encoding="utf-8")
     return len(ids)

@@ -14,7 +14,7 @@ OBVIOUS_WORDS = ("差评", "钱", "转账")
 
 def length_band(text: str) -> str:
     """The name of the character-length band the text falls in."""
-    return next(name for name, (_, high) in zip(BAND_NAMES, LENGTH_BANDS) if high is None or len(text) <= high)
+    return next(name for name, (_, high) in zip(BAND_NAMES, LENGTH_BANDS, strict=True) if high is None or len(text) <= high)
 
 
 def _counts(values) -> dict[str, int]:
@@ -38,14 +38,19 @@ def corpus_stats(messages: Sequence[Message], splits: Sequence[str] | None = Non
         ),
     }
     if splits is not None:
-        stats["by_split"] = {s: _counts(m.label for m, split in zip(messages, splits) if split == s) for s in ("train", "dev", "test", "excluded")}
+        stats["by_split"] = {
+            s: _counts(m.label for m, split in zip(messages, splits, strict=True) if split == s)
+            for s in ("train", "dev", "test", "excluded")
+        }
     return stats
 
 
 def format_stats(stats: dict) -> str:
     """Plain-text tables for the terminal."""
-    lines = [f"{stats['messages']} messages; {stats['with_context']} with context; {stats['domains']} domains; "
-             f"{stats['extortion_without_obvious_words']} extortion messages without 差评/钱/转账"]
+    lines = [
+        f"{stats['messages']} messages; {stats['with_context']} with context; {stats['domains']} domains; "
+        f"{stats['extortion_without_obvious_words']} extortion messages without 差评/钱/转账"
+    ]
     for key in ("by_label", "by_source", "by_tag", "by_length", "by_domain"):
         lines.append(f"\n{key.replace('by_', 'by ')}:")
         lines += [f"  {name:<24} {count:>6}" for name, count in stats[key].items()]

@@ -35,8 +35,8 @@ from model.files import atomic_write, write_text_atomically
 from model.labels import LABELS
 
 from .config import BatchConfig
-from .reader import ChatRow, ErrorRow, count_rows, input_files, read_file
 from .outputs import PREDICTION_SCHEMA, finish_outputs
+from .reader import ChatRow, ErrorRow, count_rows, input_files, read_file
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,10 @@ def prediction_table(rows: list[ChatRow], probs: np.ndarray, truncated: list[boo
     columns = {
         "file": [r.file for r in rows],
         "row": [r.row for r in rows],
-        **{field: [getattr(r, field) for r in rows] for field in ("message_id", "conversation_id", "sender_id", "sender_role", "shop_id", "ts", "time")},
+        **{
+            field: [getattr(r, field) for r in rows]
+            for field in ("message_id", "conversation_id", "sender_id", "sender_role", "shop_id", "ts", "time")
+        },
         "text": [r.text for r in rows],
         "label": [LABELS[i] for i in probs.argmax(axis=1)] if len(rows) else [],
         **{f"p_{label}": probs[:, i] for i, label in enumerate(LABELS)},
@@ -248,8 +251,13 @@ def run_local(config: BatchConfig, classifier=None) -> dict:
         progress.close()
     finally:
         scorer.close()
-    run_info = {"model_version": scorer.version, "precision": scorer.precision, "device": scorer.device, "engine": "local",
-                "workers": config.workers}
+    run_info = {
+        "model_version": scorer.version,
+        "precision": scorer.precision,
+        "device": scorer.device,
+        "engine": "local",
+        "workers": config.workers,
+    }
     summary = finish_outputs(out, parts, files, run_info, fingerprint, started, stages)
     shutil.rmtree(parts)
     return summary
@@ -287,4 +295,3 @@ def _progress(total: int, quiet: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="msg", unit_scale=True, file=sys.stderr, disable=quiet, smoothing=0.1, desc="scoring")
-

@@ -66,7 +66,9 @@ def write_rollups(out: Path, tables: dict[str, pa.Table]) -> None:
             pq.write_table(table, tmp)
 
 
-def finish_outputs(out: Path, parts: Path, files: list[Path], run_info: dict, job: dict, started: float, stages: dict | None = None) -> dict:
+def finish_outputs(
+    out: Path, parts: Path, files: list[Path], run_info: dict, job: dict, started: float, stages: dict | None = None
+) -> dict:
     """Predictions, errors, roll-ups, report and (last, as the mark of a finished job) the summary.
 
     ``run_info`` names the model version, precision, device and engine; ``job`` identifies the job;

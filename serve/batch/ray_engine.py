@@ -30,7 +30,11 @@ from .outputs import PREDICTION_SCHEMA, finish_outputs
 from .reader import ErrorRow, file_format, to_chat_row
 
 ROWS_SCHEMA = pa.schema(
-    [f for f in PREDICTION_SCHEMA if f.name in ("file", "row", "message_id", "conversation_id", "sender_id", "sender_role", "shop_id", "ts", "time", "text")]
+    [
+        f
+        for f in PREDICTION_SCHEMA
+        if f.name in ("file", "row", "message_id", "conversation_id", "sender_id", "sender_role", "shop_id", "ts", "time", "text")
+    ]
     + [("given_context", pa.string()), ("error", pa.string()), ("group", pa.string())]
 )
 SCORED_SCHEMA = PREDICTION_SCHEMA.append(pa.field("error", pa.string()))
@@ -46,7 +50,10 @@ def normalise(batch: pa.Table, columns: dict[str, str]) -> pa.Table:
             rows.append({"file": path, "message_id": row.message_id, "error": row.reason, "group": uuid.uuid4().hex})
             continue
         given = None if row.context is None else json.dumps([[t.role, t.text] for t in row.context], ensure_ascii=False)
-        fields = {k: getattr(row, k) for k in ("file", "message_id", "conversation_id", "sender_id", "sender_role", "shop_id", "ts", "time", "text")}
+        fields = {
+            k: getattr(row, k)
+            for k in ("file", "message_id", "conversation_id", "sender_id", "sender_role", "shop_id", "ts", "time", "text")
+        }
         rows.append(fields | {"given_context": given, "group": row.conversation_id or uuid.uuid4().hex})
     return pa.Table.from_pylist(rows, schema=ROWS_SCHEMA)
 
@@ -79,8 +86,10 @@ class RayScorer:
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pylist()
         valid = [r for r in rows if r["error"] is None]
-        messages = [Message(r["text"], tuple(Turn(role, text) for role, text in json.loads(r["context"])), r["message_id"], r["sender_role"])
-                    for r in valid]
+        messages = [
+            Message(r["text"], tuple(Turn(role, text) for role, text in json.loads(r["context"])), r["message_id"], r["sender_role"])
+            for r in valid
+        ]
         probs, truncated = self.classifier.score(messages, self.batch_size) if valid else (None, [])
         for i, row in enumerate(valid):
             row.update({f"p_{label}": float(probs[i, j]) for j, label in enumerate(LABELS)})
@@ -130,7 +139,12 @@ def run_ray(config: BatchConfig) -> dict:
         .map_groups(add_context, fn_kwargs={"turns": config.context_turns}, batch_format="pyarrow")
         .map_batches(
             RayScorer,
-            fn_constructor_kwargs={"model": config.model, "device": config.device, "precision": config.precision, "batch_size": config.batch_size},
+            fn_constructor_kwargs={
+                "model": config.model,
+                "device": config.device,
+                "precision": config.precision,
+                "batch_size": config.batch_size,
+            },
             batch_format="pyarrow",
             batch_size=config.chunk_rows,
             concurrency=config.ray_concurrency,
@@ -141,7 +155,9 @@ def run_ray(config: BatchConfig) -> dict:
     parts = out / "_parts"
     shutil.rmtree(parts, ignore_errors=True)
     parts.mkdir(parents=True)
-    table = pq.read_table(staging, schema=SCORED_SCHEMA).sort_by([("file", "ascending"), ("time", "ascending"), ("message_id", "ascending")])
+    table = pq.read_table(staging, schema=SCORED_SCHEMA).sort_by(
+        [("file", "ascending"), ("time", "ascending"), ("message_id", "ascending")]
+    )
     failed = table.filter(table["error"].is_valid())
     pq.write_table(table.filter(table["error"].is_null()).drop_columns(["error"]), parts / "part-000000.parquet")
     errors = [ErrorRow(r["file"], None, r["error"], r["message_id"]).to_json() for r in failed.to_pylist()]
@@ -153,13 +169,14 @@ def run_ray(config: BatchConfig) -> dict:
     return summary
 
 
-
 def refuse_multi_node_cluster(alive_nodes: int) -> None:
     """The scored rows are staged under the output folder by whichever node scored them; on more than one node each
     node's share would land on its own disk and this machine would read only its own, so such runs are refused."""
     if alive_nodes > 1:
-        raise ValueError(f"the Ray cluster has {alive_nodes} nodes; this engine stages its rows on the local disk and "
-                         "runs on one node only (use a one-node cluster, or the local engine with --workers)")
+        raise ValueError(
+            f"the Ray cluster has {alive_nodes} nodes; this engine stages its rows on the local disk and "
+            "runs on one node only (use a one-node cluster, or the local engine with --workers)"
+        )
 
 
 def describe_run(config: BatchConfig) -> dict:

@@ -59,7 +59,7 @@ def _per_day(rollups: Rollups) -> str:
         for i, label in enumerate(LABELS):
             values = [row[i + 1] for row in rows]
             axes.bar(days, values, bottom=bottom, label=label)
-            bottom = [b + v for b, v in zip(bottom, values)]
+            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
         axes.set_ylabel("messages")
         axes.legend(fontsize=7)
         axes.tick_params(axis="x", labelrotation=45, labelsize=7)
@@ -68,10 +68,35 @@ def _per_day(rollups: Rollups) -> str:
 
 
 def _table(header: list[str], rows: list[list]) -> str:
-    cell = lambda v: f"{v:.3f}" if isinstance(v, float) else html.escape("" if v is None else str(v))  # noqa: E731
+    def cell(value) -> str:
+        return f"{value:.3f}" if isinstance(value, float) else html.escape("" if value is None else str(value))
+
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+TOP_COLUMNS = {
+    "conversations": [
+        "conversation_id",
+        "top_label",
+        "max_p_extortion",
+        "messages",
+        "trigger_message_id",
+        "shop_id",
+        "first_time",
+        "last_time",
+    ],
+    "senders": [
+        "sender_id",
+        "shops_with_threats",
+        "extortion_messages",
+        "coercion_messages",
+        "max_p_extortion",
+        "first_threat_time",
+        "last_threat_time",
+    ],
+}
 
 
 def _top(table: pa.Table, columns: list[str]) -> str:
@@ -86,15 +111,15 @@ def write_report(out: Path, rollups: Rollups, tables: dict[str, pa.Table], summa
 <style>body{{font-family:sans-serif;margin:2em;max-width:70em}}table{{border-collapse:collapse;font-size:13px}}
 td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left}}th{{background:#eee}}</style></head><body>
 <h1>Extortion Guard batch report</h1>
-<p>Model {html.escape(str(summary['model_version']))}; {summary['rows_in']:,} rows in: {summary['predictions']:,} scored,
-{summary['errors']:,} errors (see errors.jsonl); {summary['seconds']} s.</p>
+<p>Model {html.escape(str(summary["model_version"]))}; {summary["rows_in"]:,} rows in: {summary["predictions"]:,} scored,
+{summary["errors"]:,} errors (see errors.jsonl); {summary["seconds"]} s.</p>
 <ul>{counts}</ul>
 <h2>Scores</h2>{_histograms(rollups)}
 <h2>Labels per day</h2>{_per_day(rollups)}
 <h2>Top {TOP} conversations by extortion probability</h2>
-{_top(tables['conversations'], ['conversation_id', 'top_label', 'max_p_extortion', 'messages', 'trigger_message_id', 'shop_id', 'first_time', 'last_time'])}
+{_top(tables["conversations"], TOP_COLUMNS["conversations"])}
 <h2>Top {TOP} senders by shops threatened</h2>
-{_top(tables['senders'], ['sender_id', 'shops_with_threats', 'extortion_messages', 'coercion_messages', 'max_p_extortion', 'first_threat_time', 'last_threat_time'])}
+{_top(tables["senders"], TOP_COLUMNS["senders"])}
 </body></html>
 """
     write_text_atomically(out / "report.html", page)

@@ -75,7 +75,8 @@ def _distinct(table: pa.Table, keys: list[str]) -> pa.Table:
 
 
 class Rollups:
-    """Feed record batches of predictions with :meth:`add`; read :meth:`tables`, :meth:`labels_per_day`, ``histograms``, ``label_counts``."""
+    """Feed record batches of predictions with :meth:`add`; read :meth:`tables`, :meth:`labels_per_day`, ``histograms`` and
+    ``label_counts``."""
 
     def __init__(self):
         self._conversations = self._sender_totals = self._shop_totals = None
@@ -148,24 +149,38 @@ class Rollups:
 
     def _conversation_table(self) -> pa.Table:
         grouped = self._conversations
-        top = pc.if_else(pc.greater(grouped["extortion_messages"], 0), "extortion",
-                         pc.if_else(pc.greater(grouped["coercion_messages"], 0), "coercion", grouped["trigger_label"]))
+        top = pc.if_else(
+            pc.greater(grouped["extortion_messages"], 0),
+            "extortion",
+            pc.if_else(pc.greater(grouped["coercion_messages"], 0), "coercion", grouped["trigger_label"]),
+        )
         grouped = grouped.append_column("top_label", top)
         return grouped.sort_by([("max_p_extortion", "descending"), ("conversation_id", "ascending")])
 
     def _sender_table(self) -> pa.Table:
-        shops = _aggregate(self._sender_threat_shops, ["sender_id"], [
-            ("shop_id", "count_distinct", "shops_with_threats", None),
-            ("first_threat_time", "min", "first_threat_time", None),
-            ("last_threat_time", "max", "last_threat_time", None),
-        ], merging=False)
+        shops = _aggregate(
+            self._sender_threat_shops,
+            ["sender_id"],
+            [
+                ("shop_id", "count_distinct", "shops_with_threats", None),
+                ("first_threat_time", "min", "first_threat_time", None),
+                ("last_threat_time", "max", "last_threat_time", None),
+            ],
+            merging=False,
+        )
         joined = _fill_zero(self._sender_totals.join(shops, "sender_id", join_type="left outer"), ["shops_with_threats"])
         return joined.sort_by([("shops_with_threats", "descending"), ("extortion_messages", "descending"), ("sender_id", "ascending")])
 
     def _shop_table(self) -> pa.Table:
-        senders = _aggregate(self._shop_threat_senders, ["shop_id"], [("sender_id", "count_distinct", "threatening_senders", None)], merging=False)
-        conversations = _aggregate(self._shop_threat_conversations, ["shop_id"],
-                                   [("conversation_id", "count_distinct", "threatening_conversations", None)], merging=False)
+        senders = _aggregate(
+            self._shop_threat_senders, ["shop_id"], [("sender_id", "count_distinct", "threatening_senders", None)], merging=False
+        )
+        conversations = _aggregate(
+            self._shop_threat_conversations,
+            ["shop_id"],
+            [("conversation_id", "count_distinct", "threatening_conversations", None)],
+            merging=False,
+        )
         joined = self._shop_totals.join(senders, "shop_id", join_type="left outer").join(conversations, "shop_id", join_type="left outer")
         joined = _fill_zero(joined, ["threatening_senders", "threatening_conversations"])
         return joined.sort_by([("extortion_messages", "descending"), ("shop_id", "ascending")])
