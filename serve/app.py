@@ -67,6 +67,16 @@ def parse_context(rows) -> tuple[Turn, ...]:
     return tuple(turns)
 
 
+def review_folders(root: Path) -> list[str]:
+    """Batch output folders the review queue may open: those under ``root`` holding ``conversations.parquet``, with
+    any reached through a symbolic link that leads outside ``root`` left out."""
+    if not root.is_dir():
+        return []
+    inside = root.resolve()
+    found = (p.parent for p in root.glob("**/conversations.parquet"))
+    return sorted(str(folder) for folder in found if folder.resolve().is_relative_to(inside))
+
+
 def build_app(classifier, settings: ServeSettings) -> gr.Blocks:
     prepare = preparation(classifier.text_preparation)
 
@@ -116,8 +126,7 @@ def build_app(classifier, settings: ServeSettings) -> gr.Blocks:
         return str(csv_path), counts
 
     def batch_folders():
-        root = settings.batch_root
-        return sorted(str(p.parent) for p in root.glob("**/conversations.parquet")) if root.is_dir() else []
+        return review_folders(settings.batch_root)
 
     def open_queue(folder: str):
         if folder not in batch_folders():  # only folders under batch_root, never a path typed by hand

@@ -5,6 +5,7 @@ Skipped where chromium or Playwright is missing, unless EXTORTION_GUARD_REQUIRE_
 """
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -55,11 +56,12 @@ def served_app(tiny_model_dir, tmp_path):
     thread.join(timeout=10)
 
 
-def test_moderator_logs_in_classifies_a_sellers_message_with_context_and_corrects(served_app):
+def test_moderator_logs_in_classifies_a_sellers_message_with_context_and_corrects(served_app, caplog):
     _require_browser()
     from playwright.sync_api import expect, sync_playwright
 
     url, inbox = served_app
+    caplog.set_level(logging.DEBUG)  # the app runs in this process: every log record of the session is captured
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         page = browser.new_page()
@@ -99,3 +101,5 @@ def test_moderator_logs_in_classifies_a_sellers_message_with_context_and_correct
     assert decision["role"] == "seller"  # the sender chosen in the app reaches the model and the inbox
     assert decision["context"] == [{"role": "buyer", "text": "给我800我就把差评删了"}]
     assert decision["model_label"] in ("extortion", "coercion", "complaint", "normal") and decision["model_version"]
+    for text in ("钱已经转了，别再说不给就差评了", "给我800我就把差评删了"):  # no message text reaches any log
+        assert text not in caplog.text

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.classifier import ExtortionClassifier, native_bf16, resolve_device
+from model.classifier import ExtortionClassifier, resolve_device, resolve_precision
 from model.labels import ID2LABEL, LABEL2ID, LABELS
 
 from .data import corpus_for, label_counts, to_dataset
@@ -21,15 +21,6 @@ from .perturb import augment
 from .robustness import robustness, write_robustness
 from .score_cache import CachedScores
 from .training_args import TrainConfig
-
-
-def use_bf16(precision: str, device: torch.device) -> bool:
-    """bf16 autocast where asked for, or under ``auto`` where the hardware computes it natively."""
-    if precision in ("fp32", "bf16"):
-        return precision == "bf16"
-    if precision != "auto":
-        raise ValueError(f"precision must be auto, fp32 or bf16, got {precision!r}")
-    return native_bf16(device)
 
 
 def class_weights(train_labels: list[str], scheme: str) -> torch.Tensor | None:
@@ -97,7 +88,7 @@ def train(config: TrainConfig, corpus=None) -> dict:
 
     out = Path(config.out)
     checkpoints = out / "checkpoints"
-    bf16 = use_bf16(config.precision, device)
+    bf16 = resolve_precision(config.precision, device) == "bf16"  # TrainConfig allows auto, fp32 and bf16
     # With one epoch there is no checkpoint to choose between, so the Trainer skips its dev pass; evaluate_run scores dev after.
     choose_best = config.epochs > 1
     args = TrainingArguments(
