@@ -374,6 +374,49 @@ def _operating_point(args) -> dict:
     return {name: value for name, value in chosen.items() if value is not None}
 
 
+def cmd_queue(args) -> int:
+    from collections import Counter
+
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from model.labels import LABELS
+    from training.review_queue import review_queue
+
+    path = Path(args.scored) / "predictions.parquet" if Path(args.scored).is_dir() else Path(args.scored)
+    if not path.is_file():
+        raise UsageError(f"{args.scored}: no predictions.parquet (give a batch output folder or its predictions file)")
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    probs = np.stack([table[f"p_{label}"].to_numpy(zero_copy_only=False) for label in LABELS], axis=1)
+    entries = review_queue([r["text"] for r in rows], probs, args.size, args.random_share, args.seed)
+    earlier = _earlier_turns(rows, {e.row for e in entries}, args.context_turns)
+    with open(args.out, "w", encoding="utf-8") if args.out else contextlib.nullcontext(sys.stdout) as out:
+        for entry in entries:
+            row = rows[entry.row]
+            record = {"id": row["message_id"], "text": row["text"], "context": earlier[entry.row], "role": row["sender_role"]}
+            record |= {"conversation_id": row["conversation_id"], "queue_reason": entry.reason, "queue_value": entry.value}
+            record |= {"model_label": row["label"], "model_probabilities": {label: round(float(row[f"p_{label}"]), 6) for label in LABELS}}
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    reasons = Counter(e.reason for e in entries)
+    print(f"{len(entries)} messages queued: " + ", ".join(f"{n} {reason}" for reason, n in reasons.most_common()), file=sys.stderr)
+    return 0
+
+
+def _earlier_turns(rows: list[dict], wanted: set[int], turns: int) -> dict[int, list[dict]]:
+    """For each wanted row, the turns before it in its conversation (input order), as context."""
+    by_conversation: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        if row["conversation_id"] is not None:
+            by_conversation.setdefault(row["conversation_id"], []).append(i)
+    earlier = {}
+    for i in wanted:
+        thread = by_conversation.get(rows[i]["conversation_id"], [])
+        before = thread[: thread.index(i)][-turns:] if i in thread else []
+        earlier[i] = [{"role": rows[j]["sender_role"] or "buyer", "text": rows[j]["text"]} for j in before]
+    return earlier
+
+
 def _add_tolerance_options(parser) -> None:
     parser.add_argument("--max-test-drop", type=float, default=0.5, help="points of test macro-F1 a candidate may lose (default 0.5)")
     parser.add_argument("--max-challenge-drop", type=float, default=1.0, help="points of macro-F1 on any challenge set (default 1)")
@@ -578,6 +621,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_options(batch, BatchConfig)
     batch.set_defaults(func=cmd_batch)
+
+    queue = commands.add_parser(
+        "queue", help="order scored messages for labelling: uncertain ones, keyword disagreements, and a random share"
+    )
+    queue.add_argument("scored", help="a batch output folder (or its predictions.parquet)")
+    queue.add_argument("--size", type=int, default=200, help="messages to queue (default 200)")
+    queue.add_argument("--random-share", type=float, default=0.2, help="share of uniform random picks, for unbiased figures (default 0.2)")
+    queue.add_argument("--context-turns", type=int, default=4, help="earlier turns of the conversation given with each message")
+    queue.add_argument("--seed", type=int, default=0)
+    queue.add_argument("--out", default=None, help="JSON Lines file (default: stdout)")
+    queue.set_defaults(func=cmd_queue)
 
     retrain_parser = commands.add_parser("retrain", help="merge the moderators' inbox, fine-tune, compare with the current model")
     retrain_parser.add_argument("--inbox", default=paths.INBOX, help="folder of moderators' decisions (JSON Lines)")

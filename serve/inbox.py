@@ -30,8 +30,10 @@ def decision_record(
     model_label: str,
     model_probabilities: dict[str, float],
     decided_at: datetime | None = None,
+    queue_reason: str | None = None,
 ) -> dict:
-    """A moderator's ruling in the annotation format, with who decided, when, and what the model said."""
+    """A moderator's ruling in the annotation format, with who decided, when, what the model said and, for a message
+    taken from the review queue, why the queue offered it (``training.review_queue``)."""
     if label not in LABELS:
         raise ValueError(f"label {label!r} is not one of {', '.join(LABELS)}")
     if not moderator.strip():
@@ -48,6 +50,8 @@ def decision_record(
         model_probabilities=model_probabilities,
         agrees_with_model=label == model_label,
     )
+    if queue_reason:
+        record["queue_reason"] = queue_reason
     return record
 
 
