@@ -16,6 +16,20 @@ from training.training_args import TrainConfig
 EXTORTION = LABEL2ID["extortion"]
 
 
+def tiny_settings(data, out, **changes) -> TrainConfig:
+    """The data and settings a tiny test model was 'trained' with: what a soup or a retune is judged on."""
+    fixed = {"frozen_test": None, "challenge": [], "eval_sets": [], "tuning_sets": [], "sources": None, "base": "tiny"}
+    return TrainConfig(
+        data=[str(data)],
+        out=str(out),
+        max_length=32,
+        device="cpu",
+        precision="fp32",
+        tune_extortion_shift="dev-macro-f1",
+        **fixed | changes,
+    )
+
+
 def shifted_copy(source, target, shift):
     """``source``'s model saved to ``target`` as training saves one with an operating point: the extortion bias lowered by ``shift``."""
     model = AutoModelForSequenceClassification.from_pretrained(str(source))
@@ -69,19 +83,7 @@ def test_models_of_different_shapes_are_refused_by_name(tmp_path, capsys):
 def test_a_soup_gets_its_own_operating_point_evaluation_card_and_comparison(tmp_path, capsys):
     first, second = save_tiny_model(tmp_path / "first", seed=0), save_tiny_model(tmp_path / "second", seed=1)
     data = write_jsonl(tmp_path / "data.jsonl", synthetic_records(80))
-    trained_with = TrainConfig(
-        data=[str(data)],
-        frozen_test=None,
-        challenge=[],
-        eval_sets=[],
-        sources=None,
-        base="tiny",
-        out=str(second),
-        max_length=32,
-        device="cpu",
-        precision="fp32",
-        tune_extortion_shift="dev-macro-f1",
-    )
+    trained_with = tiny_settings(data, second)
     (second / "train_config.json").write_text(json.dumps(trained_with.to_dict()))  # the data and settings the soup is judged on
     out = tmp_path / "soup"
 
@@ -104,20 +106,7 @@ def test_retune_gives_a_trained_model_a_new_operating_point_and_changes_nothing_
     tuning = tmp_path / "tuning"
     tuning.mkdir()
     write_jsonl(tuning / "writer-a.jsonl", [{**r, "id": f"tune-{i}"} for i, r in enumerate(synthetic_records(40, seed=5))])
-    trained_with = TrainConfig(
-        data=[str(data)],
-        frozen_test=None,
-        challenge=[],
-        eval_sets=[],
-        tuning_sets=[str(tuning)],
-        sources=None,
-        base="tiny",
-        out=str(model),
-        max_length=32,
-        device="cpu",
-        precision="fp32",
-        tune_extortion_shift="dev-macro-f1",
-    )
+    trained_with = tiny_settings(data, model, tuning_sets=[str(tuning)])
     (model / "train_config.json").write_text(json.dumps(trained_with.to_dict()))
     out = tmp_path / "retuned"
 
