@@ -386,7 +386,8 @@ def cmd_queue(args) -> int:
     path = Path(args.scored) / "predictions.parquet" if Path(args.scored).is_dir() else Path(args.scored)
     if not path.is_file():
         raise UsageError(f"{args.scored}: no predictions.parquet (give a batch output folder or its predictions file)")
-    table = pq.read_table(path)
+    columns = ["message_id", "conversation_id", "sender_role", "text", "label", *(f"p_{label}" for label in LABELS)]
+    table = pq.read_table(path, columns=columns)
     rows = table.to_pylist()
     probs = np.stack([table[f"p_{label}"].to_numpy(zero_copy_only=False) for label in LABELS], axis=1)
     entries = review_queue([r["text"] for r in rows], probs, args.size, args.random_share, args.seed)
