@@ -110,24 +110,10 @@ def test_retune_gives_a_trained_model_a_new_operating_point_and_changes_nothing_
     (model / "train_config.json").write_text(json.dumps(trained_with.to_dict()))
     out = tmp_path / "retuned"
 
-    assert (
-        main(
-            [
-                "models",
-                "retune",
-                str(model),
-                "--out",
-                str(out),
-                "--tune-extortion-shift",
-                "tuning-precision",
-                "--target-extortion-precision",
-                "0.3",
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+    def retune(out_dir, *rule) -> int:
+        return main(["models", "retune", str(model), "--out", str(out_dir), "--device", "cpu", *rule])
+
+    assert retune(out, "--tune-extortion-shift", "tuning-precision", "--target-extortion-precision", "0.3") == 0
 
     summary = json.loads((out / "train_metrics.json").read_text())
     shift = json.loads((out / "config.json").read_text())["extortion_guard_extortion_logit_shift"]
@@ -144,20 +130,5 @@ def test_retune_gives_a_trained_model_a_new_operating_point_and_changes_nothing_
     assert "with a new operating point" in card and "extortion precision on the tuning sets reaches 0.3" in card
 
     (model / "train_config.json").write_text(json.dumps({**trained_with.to_dict(), "tuning_sets": [str(tmp_path / "none")]}))
-    assert (
-        main(
-            [
-                "models",
-                "retune",
-                str(model),
-                "--out",
-                str(tmp_path / "again"),
-                "--tune-extortion-shift",
-                "tuning-macro-f1",
-                "--device",
-                "cpu",
-            ]
-        )
-        == 2
-    )
+    assert retune(tmp_path / "again", "--tune-extortion-shift", "tuning-macro-f1") == 2
     assert "needs tuning sets" in capsys.readouterr().err

@@ -184,10 +184,10 @@ def digest(results: dict) -> dict:
 def _evidence(check: dict) -> str:
     if "interval" in check:
         low, high = check["interval"]
-        return f"Δ in [{100 * low:+.2f}, {100 * high:+.2f}] points, p = {check['p_value']:.3f}"
+        return f"Δ in [{100 * low:+.2f}, {100 * high:+.2f}] points, p = {check['p_value']:.3g}"
     if "flagged_only_by" in check:
         only_parent, only_candidate = check["flagged_only_by"]
-        return f"flagged only by parent {only_parent}, only by candidate {only_candidate}; p = {check['p_value']:.3f}"
+        return f"flagged only by parent {only_parent}, only by candidate {only_candidate}; p = {check['p_value']:.3g}"
     return "–"
 
 
