@@ -40,7 +40,7 @@ def add_options(parser: argparse.ArgumentParser, cls, defaults: dict | None = No
             continue
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         default = (defaults or {}).get(f.name, default)
-        parser.add_argument(*_names(f, default), **_argument(f, hints[f.name], default))
+        parser.add_argument(*_names(f), **_argument(f, hints[f.name], default))
 
 
 def from_args(cls, args: argparse.Namespace):
@@ -48,7 +48,7 @@ def from_args(cls, args: argparse.Namespace):
     return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)})
 
 
-def _names(f: dataclasses.Field, default) -> list[str]:
+def _names(f: dataclasses.Field) -> list[str]:
     return [f.name] if f.metadata.get("positional") else ["--" + f.name.replace("_", "-")]
 
 
