@@ -323,14 +323,6 @@ def test_a_truncated_gzip_or_broken_parquet_file_ends_in_one_error_row_and_the_j
     assert predictions.num_rows == from_cut + 5 and summary["rows_in"] == predictions.num_rows + len(errors)
 
 
-def test_the_ray_engine_refuses_a_cluster_of_several_nodes():
-    from serve.batch.ray_engine import refuse_multi_node_cluster
-
-    refuse_multi_node_cluster(1)
-    with pytest.raises(ValueError, match="3 nodes"):
-        refuse_multi_node_cluster(3)
-
-
 def test_a_full_disk_fails_clearly_leaves_nothing_half_written_and_the_rerun_resumes(tiny_model_dir, tmp_path, monkeypatch, capsys):
     import errno
 
