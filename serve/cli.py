@@ -261,11 +261,11 @@ def cmd_batch(args) -> int:
 
 def cmd_retrain(args) -> int:
     from training.retrain import retrain
-    from training.training_args import TrainConfig
+    from training.training_args import RetrainSettings, TrainConfig
 
-    config = from_args(TrainConfig, args)
     try:
-        comparison = retrain(config, args.inbox, args.start, args.adjudications, args.held_out_share, args.parent, _tolerances(args))
+        config, settings = from_args(TrainConfig, args), from_args(RetrainSettings, args)
+        comparison = retrain(config, settings, _tolerances(args))
     except ValueError as error:
         raise UsageError(str(error)) from error
     failed = [c["name"] for c in comparison["checks"] if not c["passed"]]
@@ -503,7 +503,7 @@ def _add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from serve.batch.config import BatchConfig
-    from training.training_args import SHIFT_RULES, TrainConfig
+    from training.training_args import SHIFT_RULES, RetrainSettings, TrainConfig
 
     parser = argparse.ArgumentParser(prog="extortion-guard", description="Detect extortion in e-commerce buyer–seller chat.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
@@ -635,7 +635,6 @@ def build_parser() -> argparse.ArgumentParser:
     queue.set_defaults(func=cmd_queue)
 
     retrain_parser = commands.add_parser("retrain", help="merge the moderators' inbox, fine-tune, compare with the current model")
-    retrain_parser.add_argument("--inbox", default=paths.INBOX, help="folder of moderators' decisions (JSON Lines)")
     retrain_parser.add_argument(
         "--from",
         dest="start",
@@ -643,9 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="current",
         help="fine-tune the current model, or the base encoder (--base)",
     )
-    retrain_parser.add_argument("--parent", default=None, help="model to compare with (default: the current model)")
-    retrain_parser.add_argument("--adjudications", default=paths.ADJUDICATIONS, help="rulings that settle conflicts")
-    retrain_parser.add_argument("--held-out-share", type=float, default=0.2, help="newest share of accepted labels kept for evaluation")
+    add_options(retrain_parser, RetrainSettings, skip=("start",))
     _add_tolerance_options(retrain_parser)
     add_options(retrain_parser, TrainConfig, defaults={"epochs": 1.0, "learning_rate": 2e-5, "trained_layers": 3})
     retrain_parser.set_defaults(func=cmd_retrain)

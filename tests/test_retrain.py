@@ -91,6 +91,10 @@ def test_retrain_compare_promote_rollback(tmp_path, tiny_model_dir, monkeypatch,
         "cpu",
         "--precision",
         "fp32",
+        "--new-label-repeats",
+        "3",
+        "--replay",
+        "50",
     ]
     assert main(args) == 0
 
@@ -108,6 +112,11 @@ def test_retrain_compare_promote_rollback(tmp_path, tiny_model_dir, monkeypatch,
 
     comparison = json.loads((out / "comparison.json").read_text())
     assert set(comparison["candidate"]["challenge_macro_f1"]) == {"hard", "new_labels"}
+    focus = comparison["focus"]  # the new labels that reached the train split, 3 times each, beside 50 replayed
+    assert focus["repeats"] == 3 and focus["replayed"] == 50 and 0 < focus["new_labels"] <= merge["accepted"]
+    trained = json.loads((out / "train_metrics.json").read_text())["counts"]["train"]
+    assert sum(trained.values()) == 50 + 3 * focus["new_labels"]
+    assert f"{focus['new_labels']} new moderator labels, each 3 times" in (out / "README.md").read_text()
     assert comparison["parent_path"] == str(tiny_model_dir) and (out / "comparison.md").exists()
     assert comparison["parent_scores_reused"]["scored"] > 0 and list((tmp_path / "cache" / "scores").glob("*.npz"))
     manifest = json.loads((out / "manifest.json").read_text())
@@ -229,3 +238,37 @@ def test_two_promotions_at_once_both_land_in_the_registry(tmp_path, monkeypatch)
     assert sorted(e["version"] for e in registry["history"]) == ["left", "right"]
     assert registry["current"] in ("left", "right") and registry["history"][-1]["version"] == registry["current"]
     assert registry["history"][1]["previous"] == registry["history"][0]["version"]  # the second saw the first
+
+
+def test_focus_on_new_labels_repeats_them_beside_a_seeded_replay_sample():
+    from model.data_format import Message
+    from training.data import Corpus
+    from training.retrain import focus_on_new_labels
+    from training.training_args import RetrainSettings
+
+    def corpus():
+        old = [Message(f"旧{i}", (), f"old-{i}", label="normal") for i in range(10)]
+        new = [Message(f"新{i}", (), f"new-{i}", label="extortion") for i in range(2)]
+        real = [Message(f"评{i}", (), f"real-{i}", label="complaint") for i in range(5)]
+        return Corpus(train=old + new, dev=[Message("dev", (), "dev-0", label="normal")], external_train={"reviews": real})
+
+    narrowed = corpus()
+    focus_on_new_labels(narrowed, {"new-0", "new-1", "dev-0"}, RetrainSettings(new_label_repeats=3, replay=6), seed=1)
+    ids = [m.id for m in narrowed.train]
+    assert len(ids) == 6 + 2 * 3 and ids.count("new-0") == ids.count("new-1") == 3
+    assert narrowed.external_train == {} and [m.id for m in narrowed.dev] == ["dev-0"]  # dev untouched
+    assert narrowed.focus == {"new_labels": 2, "repeats": 3, "replayed": 6}
+    again = corpus()
+    focus_on_new_labels(again, {"new-0", "new-1"}, RetrainSettings(new_label_repeats=3, replay=6), seed=1)
+    assert [m.id for m in again.train] == ids  # seeded
+    whole = corpus()
+    focus_on_new_labels(whole, {"new-0", "new-1"}, RetrainSettings(new_label_repeats=1, replay=None), seed=1)
+    assert len(whole.train) == 10 + 5 + 2
+
+
+@pytest.mark.parametrize(("setting", "value"), [("start", "parent"), ("held_out_share", 1.0), ("new_label_repeats", 0), ("replay", -1)])
+def test_retrain_settings_refuse_what_cannot_work(setting, value):
+    from training.training_args import RetrainSettings
+
+    with pytest.raises(ValueError, match=setting.replace("_", "-") if setting != "start" else "--from"):
+        RetrainSettings(**{setting: value})

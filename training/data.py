@@ -38,6 +38,8 @@ class Corpus:
     """External source name -> the lines not used for training (false-positive estimates)."""
     excluded: list[Message] = field(default_factory=list)
     """Corpus messages left out of training because they near-duplicate a challenge or evaluation-set message."""
+    focus: dict | None = None
+    """How a retrain narrowed ``train`` to its new labels (:func:`training.retrain.focus_on_new_labels`); none: untouched."""
 
     def labelled(self) -> tuple[list[Message], list[str]]:
         """The corpus messages (no external text, no challenge sets) and the split of each."""

