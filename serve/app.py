@@ -3,8 +3,9 @@
 Tabs: **Classify** (a message with optional earlier turns; the verdict, the prepared text
 the model saw, the words that drove the extortion score, the demand's amount, channel
 and threat type; then confirm or correct, which appends to the inbox), **Batch**
-(upload a chat log, download predictions) and **Review queue** (the top conversations
-of a batch run's output folder).
+(upload a chat log, download predictions) and **Review queue** (for a batch run's output folder:
+the messages to label first, by value as `extortion-guard queue` orders them, with a ruling that lands
+in the inbox with the queue's reason; and the top conversations).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ EXAMPLES = [
     ["收到的杯子是碎的，太失望了，只能给差评了", "buyer", []],
     ["在吗？什么时候发货", "buyer", []],
 ]
+QUEUE_SIZE = 50
+QUEUE_COLUMNS = ["queue_reason", "model_label", "p_extortion", "text"]
 CONVERSATION_COLUMNS = ["conversation_id", "top_label", "max_p_extortion", "messages", "trigger_message_id", "shop_id", "last_time"]
 
 
@@ -129,10 +132,37 @@ def build_app(classifier, settings: ServeSettings) -> gr.Blocks:
         return review_folders(settings.batch_root)
 
     def open_queue(folder: str):
+        from training.review_queue import queue_records
+
         if folder not in batch_folders():  # only folders under batch_root, never a path typed by hand
             raise gr.Error("choose a batch output folder from the list")
+        records = queue_records(Path(folder) / "predictions.parquet", QUEUE_SIZE)
+        to_label = [[r["queue_reason"], r["model_label"], r["model_probabilities"]["extortion"], r["text"]] for r in records]
         table = pq.read_table(Path(folder) / "conversations.parquet").slice(0, 100).select(CONVERSATION_COLUMNS)
-        return [[row[c] for c in CONVERSATION_COLUMNS] for row in table.to_pylist()]
+        return to_label, records, [[row[c] for c in CONVERSATION_COLUMNS] for row in table.to_pylist()]
+
+    def pick_queued(records, evt: gr.SelectData):
+        record = records[evt.index[0]]
+        turns = [[t["role"], t["text"]] for t in record["context"]] + [[f"{record['role'] or 'buyer'} (to label)", record["text"]]]
+        return record, turns, gr.update(value=record["model_label"])
+
+    def save_queued_ruling(record, label: str, request: gr.Request):
+        if not record:
+            raise gr.Error("click a message in the list first")
+        if label not in LABELS:
+            raise gr.Error("choose a ruling")
+        message = message_from_json({k: record[k] for k in ("id", "text", "context", "role")})
+        decision = decision_record(
+            message,
+            label,
+            request.username or "anonymous",
+            record["model_version"],
+            record["model_label"],
+            record["model_probabilities"],
+            queue_reason=record["queue_reason"],
+        )
+        path = append_decision(decision, settings.inbox)
+        return f"Saved {decision['id']} ({label}, queued as {record['queue_reason']}) in {path.name}"
 
     def show_conversation(folder: str, evt: gr.SelectData):
         if folder not in batch_folders():
@@ -185,6 +215,22 @@ def build_app(classifier, settings: ServeSettings) -> gr.Blocks:
                 choices=batch_folders(), label=f"Batch output folder (under {settings.batch_root})", allow_custom_value=False
             )
             refresh = gr.Button("Refresh list")
+            to_label = gr.Dataframe(
+                headers=QUEUE_COLUMNS,
+                type="array",
+                interactive=False,
+                label="Label next, most valuable first (uncertain, keywords disagree; a fifth at random): click one",
+                elem_id="to-label",
+            )
+            queued, picked = gr.State(), gr.State()
+            with gr.Row():
+                picked_turns = gr.Dataframe(
+                    headers=["role", "text"], type="array", interactive=False, label="The message and its earlier turns"
+                )
+                with gr.Column():
+                    queued_ruling = gr.Radio(list(LABELS), label="Your ruling", elem_id="queue-ruling")
+                    save_ruling = gr.Button("Save ruling", elem_id="queue-save")
+                    ruling_status = gr.Markdown(elem_id="queue-status")
             conversations = gr.Dataframe(
                 headers=CONVERSATION_COLUMNS, type="array", interactive=False, label="Top conversations: click one"
             )
@@ -192,6 +238,8 @@ def build_app(classifier, settings: ServeSettings) -> gr.Blocks:
                 headers=["ts", "sender_role", "text", "label", "p_extortion"], type="array", interactive=False, label="Conversation"
             )
             refresh.click(lambda: gr.update(choices=batch_folders()), None, folder)
-            folder.change(open_queue, folder, conversations)
+            folder.change(open_queue, folder, [to_label, queued, conversations])
+            to_label.select(pick_queued, queued, [picked, picked_turns, queued_ruling])
+            save_ruling.click(save_queued_ruling, [picked, queued_ruling], ruling_status)
             conversations.select(show_conversation, folder, thread)
     return app

@@ -377,45 +377,18 @@ def _operating_point(args) -> dict:
 def cmd_queue(args) -> int:
     from collections import Counter
 
-    import numpy as np
-    import pyarrow.parquet as pq
-
-    from model.labels import LABELS
-    from training.review_queue import review_queue
+    from training.review_queue import queue_records
 
     path = Path(args.scored) / "predictions.parquet" if Path(args.scored).is_dir() else Path(args.scored)
     if not path.is_file():
         raise UsageError(f"{args.scored}: no predictions.parquet (give a batch output folder or its predictions file)")
-    columns = ["message_id", "conversation_id", "sender_role", "text", "label", *(f"p_{label}" for label in LABELS)]
-    table = pq.read_table(path, columns=columns)
-    rows = table.to_pylist()
-    probs = np.stack([table[f"p_{label}"].to_numpy(zero_copy_only=False) for label in LABELS], axis=1)
-    entries = review_queue([r["text"] for r in rows], probs, args.size, args.random_share, args.seed)
-    earlier = _earlier_turns(rows, {e.row for e in entries}, args.context_turns)
+    records = queue_records(path, args.size, args.random_share, args.seed, args.context_turns)
     with open(args.out, "w", encoding="utf-8") if args.out else contextlib.nullcontext(sys.stdout) as out:
-        for entry in entries:
-            row = rows[entry.row]
-            record = {"id": row["message_id"], "text": row["text"], "context": earlier[entry.row], "role": row["sender_role"]}
-            record |= {"conversation_id": row["conversation_id"], "queue_reason": entry.reason, "queue_value": entry.value}
-            record |= {"model_label": row["label"], "model_probabilities": {label: round(float(row[f"p_{label}"]), 6) for label in LABELS}}
+        for record in records:
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
-    reasons = Counter(e.reason for e in entries)
-    print(f"{len(entries)} messages queued: " + ", ".join(f"{n} {reason}" for reason, n in reasons.most_common()), file=sys.stderr)
+    reasons = Counter(r["queue_reason"] for r in records)
+    print(f"{len(records)} messages queued: " + ", ".join(f"{n} {reason}" for reason, n in reasons.most_common()), file=sys.stderr)
     return 0
-
-
-def _earlier_turns(rows: list[dict], wanted: set[int], turns: int) -> dict[int, list[dict]]:
-    """For each wanted row, the turns before it in its conversation (input order), as context."""
-    by_conversation: dict[str, list[int]] = {}
-    for i, row in enumerate(rows):
-        if row["conversation_id"] is not None:
-            by_conversation.setdefault(row["conversation_id"], []).append(i)
-    earlier = {}
-    for i in wanted:
-        thread = by_conversation.get(rows[i]["conversation_id"], [])
-        before = thread[: thread.index(i)][-turns:] if i in thread else []
-        earlier[i] = [{"role": rows[j]["sender_role"] or "buyer", "text": rows[j]["text"]} for j in before]
-    return earlier
 
 
 def _add_tolerance_options(parser) -> None:

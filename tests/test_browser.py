@@ -51,7 +51,7 @@ def served_app(tiny_model_dir, tmp_path):
     deadline = time.time() + 30
     while not server.started and time.time() < deadline:
         time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}", settings.inbox
+    yield f"http://127.0.0.1:{port}", settings
     server.should_exit = True
     thread.join(timeout=10)
 
@@ -60,7 +60,8 @@ def test_moderator_logs_in_classifies_a_sellers_message_with_context_and_correct
     _require_browser()
     from playwright.sync_api import expect, sync_playwright
 
-    url, inbox = served_app
+    url, settings = served_app
+    inbox = settings.inbox
     caplog.set_level(logging.DEBUG)  # the app runs in this process: every log record of the session is captured
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
@@ -103,3 +104,39 @@ def test_moderator_logs_in_classifies_a_sellers_message_with_context_and_correct
     assert decision["model_label"] in ("extortion", "coercion", "complaint", "normal") and decision["model_version"]
     for text in ("钱已经转了，别再说不给就差评了", "给我800我就把差评删了"):  # no message text reaches any log
         assert text not in caplog.text
+
+
+def test_moderator_labels_the_review_queue_by_value(served_app, tiny_model_dir):
+    _require_browser()
+    from playwright.sync_api import expect, sync_playwright
+
+    from serve.batch import BatchConfig, run_local
+    from tests.test_batch import chat_rows, write_jsonl
+
+    url, settings = served_app
+    log = write_jsonl(settings.batch_root.parent / "log.jsonl", chat_rows(30))
+    night = settings.batch_root / "night-1"
+    run_local(BatchConfig([str(log)], str(night), model=str(tiny_model_dir), quiet=True, precision="fp32"))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(url)
+        page.get_by_label("username").fill("alice")
+        page.get_by_label("password").fill("correct horse")
+        page.get_by_role("button", name="Login").click()
+        page.get_by_role("tab", name="Review queue").click()
+        page.get_by_role("button", name="Refresh list").click()
+        page.get_by_label(re.compile("Batch output folder")).click()
+        page.get_by_role("option", name=str(night)).click()
+        first = page.locator('#to-label [data-testid="cell-0-3"]')
+        expect(first).to_contain_text(re.compile(r"\S"), timeout=30_000)
+        first.click()
+        page.locator("#queue-ruling").get_by_text("coercion").click()
+        page.locator("#queue-save").click()
+        expect(page.locator("#queue-status")).to_contain_text("Saved", timeout=15_000)
+        browser.close()
+
+    lines = [json.loads(line) for path in settings.inbox.glob("*.jsonl") for line in path.read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == 1 and lines[0]["label"] == "coercion" and lines[0]["moderator"] == "alice"
+    assert lines[0]["queue_reason"] in ("uncertain", "keywords disagree", "random")
+    assert lines[0]["text"] in {f"{r['text']}" for r in chat_rows(30)}

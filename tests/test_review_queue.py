@@ -68,6 +68,7 @@ def test_near_duplicates_are_not_queued_twice():
 def test_the_queue_command_writes_messages_with_context_reason_and_model_view(tiny_model_dir, tmp_path, capsys):
     import json
 
+    from model.classifier import ExtortionClassifier
     from serve.cli import main
     from tests.conftest import write_jsonl
     from tests.test_batch import chat_rows
@@ -86,6 +87,7 @@ def test_the_queue_command_writes_messages_with_context_reason_and_model_view(ti
     }
     later = next(q for q in queued if int(q["id"][1:]) >= 7)  # every conversation has 7 rows between its turns
     assert later["context"] and all(turn["role"] in ("buyer", "seller") for turn in later["context"])
+    assert {q["model_version"] for q in queued} == {ExtortionClassifier.from_pretrained(tiny_model_dir, device="cpu").version}
     assert f"{len(queued)} messages queued" in capsys.readouterr().err
     assert main(["queue", str(tmp_path / "missing")]) == 2
 

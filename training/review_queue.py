@@ -13,8 +13,10 @@ Near-duplicates never sit next to each other: a message whose text is a near cop
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from model.labels import LABELS
 from model.text import prepare_text
@@ -72,3 +74,37 @@ def review_queue(texts: list[str], probs: np.ndarray, size: int, random_share: f
         reason = "random" if kind == "random" else "keywords disagree" if disagrees[row] else "uncertain"
         queue.append(QueueEntry(row, reason, round(float(value[row]), 4)))
     return queue
+
+
+def queue_records(predictions: Path, size: int, random_share: float = 0.2, seed: int = 0, context_turns: int = 4) -> list[dict]:
+    """The queue over a batch job's ``predictions.parquet``: each message in the annotation format with its earlier turns,
+    why it was queued and what the model said (what ``extortion-guard queue`` writes and the app's queue lists)."""
+    columns = ["message_id", "conversation_id", "sender_role", "text", "label", "model_version", *(f"p_{label}" for label in LABELS)]
+    table = pq.read_table(predictions, columns=columns)
+    rows = table.to_pylist()
+    probs = np.stack([table[f"p_{label}"].to_numpy(zero_copy_only=False) for label in LABELS], axis=1)
+    entries = review_queue([r["text"] for r in rows], probs, size, random_share, seed)
+    earlier = _earlier_turns(rows, {e.row for e in entries}, context_turns)
+    records = []
+    for entry in entries:
+        row = rows[entry.row]
+        record = {"id": row["message_id"], "text": row["text"], "context": earlier[entry.row], "role": row["sender_role"]}
+        record |= {"conversation_id": row["conversation_id"], "queue_reason": entry.reason, "queue_value": entry.value}
+        record |= {"model_label": row["label"], "model_probabilities": {label: round(float(row[f"p_{label}"]), 6) for label in LABELS}}
+        record["model_version"] = row["model_version"]
+        records.append(record)
+    return records
+
+
+def _earlier_turns(rows: list[dict], wanted: set[int], turns: int) -> dict[int, list[dict]]:
+    """For each wanted row, the turns before it in its conversation (input order), as context."""
+    by_conversation: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        if row["conversation_id"] is not None:
+            by_conversation.setdefault(row["conversation_id"], []).append(i)
+    earlier = {}
+    for i in wanted:
+        thread = by_conversation.get(rows[i]["conversation_id"], [])
+        before = thread[: thread.index(i)][-turns:] if i in thread else []
+        earlier[i] = [{"role": rows[j]["sender_role"] or "buyer", "text": rows[j]["text"]} for j in before]
+    return earlier
