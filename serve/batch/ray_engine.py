@@ -156,7 +156,8 @@ def run_ray(config: BatchConfig) -> dict:
         shutil.rmtree(parts)
         if not output.is_local:
             output.upload(out)
-    output.filesystem.delete_dir(staging.path)
+    if staging.filesystem.get_file_info(staging.path).type == pafs.FileType.Directory:  # Ray writes no folder for no rows
+        staging.filesystem.delete_dir(staging.path)
     return summary
 
 
@@ -192,7 +193,7 @@ def write_parts(staging: OutputLocation, parts: Path, batch_rows: int) -> None:
     The dataset was sorted before it was written, so each staged file holds one run of the order; the files are put
     in order by their first key."""
     staged = []
-    for info in staging.filesystem.get_file_info(pafs.FileSelector(staging.path)):
+    for info in staging.filesystem.get_file_info(pafs.FileSelector(staging.path, allow_not_found=True)):  # none: no rows
         if info.is_file and info.path.endswith(".parquet"):
             with staging.filesystem.open_input_file(info.path) as f:
                 parquet = pq.ParquetFile(f)
