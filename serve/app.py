@@ -91,10 +91,17 @@ def build_app(classifier, settings: ServeSettings) -> gr.Blocks:
         message = Message(text, parse_context(context_rows), role=sender)
         prediction = classifier.predict(message)
         evidence = explain(classifier, message)
-        details = {"amounts": evidence.amounts, "payment channels": evidence.channels, "threat types": evidence.threats}
+        details = {
+            "amounts": evidence.amounts,
+            "payment channels": evidence.channels,
+            "identifiers (masked)": [f"{i['kind']} {i['masked']}" for i in evidence.identifiers],
+            "threat types": evidence.threats,
+        }
         state = {"message": message.to_json(), "label": prediction.label, "probabilities": prediction.probabilities}
         seen = message_text(message, prepare, classifier.role_marker)
-        return prediction.probabilities, seen, evidence.words, details, gr.update(value=prediction.label), state
+        strongest = max((abs(score) for _, score in evidence.words), default=0.0) or 1.0
+        words = [(word, score / strongest) for word, score in evidence.words]  # the colour scale runs from -1 to 1
+        return prediction.probabilities, seen, words, details, gr.update(value=prediction.label), state
 
     def record_feedback(state, label: str, request: gr.Request):
         if not state:
@@ -196,7 +203,9 @@ def build_app(classifier, settings: ServeSettings) -> gr.Blocks:
                 with gr.Column():
                     verdict = gr.Label(label="Verdict", num_top_classes=len(LABELS), elem_id="verdict")
                     prepared = gr.Textbox(label="Prepared text (what the model saw)", interactive=False, elem_id="prepared")
-                    evidence = gr.HighlightedText(label="Evidence: how much each word raises the extortion score", elem_id="evidence")
+                    evidence = gr.HighlightedText(
+                        label="Evidence: what each word adds to the extortion log-odds (strongest = 1)", elem_id="evidence"
+                    )
                     details = gr.JSON(label="Demand", elem_id="details")
                     correct = gr.Radio(list(LABELS), label="Your ruling", elem_id="ruling")
                     send = gr.Button("Confirm or correct", elem_id="send-feedback")

@@ -45,7 +45,7 @@ class ClassifyRequest(BaseModel):
 
     model_config = ConfigDict(strict=True)
     messages: list[MessageIn] = Field(min_length=1, description=f"1 to {MAX_MESSAGES} messages (more: 413).")
-    evidence: bool = Field(False, description="Also return word scores, amounts, payment channels and threats (slower).")
+    evidence: bool = Field(False, description="Also return word scores, amounts, channels, threats and masked identifiers (slower).")
 
 
 class Result(BaseModel):
@@ -53,7 +53,7 @@ class Result(BaseModel):
     label: Literal[LABELS]  # type: ignore[valid-type]
     probabilities: dict[str, float] = Field(description="One probability per label, summing to 1.")
     truncated: bool = Field(description="The message or its context was cut to fit the model's window.")
-    evidence: dict | None = Field(None, description="With `evidence: true`: words, amounts, channels, threats.")
+    evidence: dict | None = Field(None, description="With `evidence: true`: words (log-odds), amounts, channels, threats, masked ids.")
 
 
 class ClassifyResponse(BaseModel):

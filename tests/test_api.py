@@ -60,7 +60,7 @@ def test_evidence_scores_words_and_finds_demand_details(client):
     evidence = client.post("/v1/classify", json=body, headers=AUTH).json()["results"][0]["evidence"]
     assert "".join(w["word"] for w in evidence["words"]) == "不给两千块就差评，转支付宝"
     assert evidence["amounts"] == [2000.0]
-    assert "支付宝" in evidence["channels"] and "bad reviews" in evidence["threats"]
+    assert "支付宝" in evidence["channels"] and "bad reviews" in evidence["threats"] and evidence["identifiers"] == []
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"}, {"Authorization": "k1"}])
