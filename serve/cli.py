@@ -374,6 +374,19 @@ def _operating_point(args) -> dict:
     return {name: value for name, value in chosen.items() if value is not None}
 
 
+def cmd_cases(args) -> int:
+    from serve.cases import CaseSettings, run_cases
+
+    try:
+        settings = from_args(CaseSettings, args)
+        table = run_cases(settings)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    linked = sum(1 for members in table.column("members").to_pylist() if len(members) > 1)
+    print(f"{table.num_rows} cases, {linked} of several senders; open {Path(settings.out) / 'index.html'}", file=sys.stderr)
+    return 0
+
+
 def cmd_queue(args) -> int:
     from collections import Counter
 
@@ -476,6 +489,7 @@ def _add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from serve.batch.config import BatchConfig
+    from serve.cases import CaseSettings
     from training.training_args import SHIFT_RULES, RetrainSettings, TrainConfig
 
     parser = argparse.ArgumentParser(prog="extortion-guard", description="Detect extortion in e-commerce buyer–seller chat.")
@@ -595,6 +609,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_options(batch, BatchConfig)
     batch.set_defaults(func=cmd_batch)
+
+    cases = commands.add_parser("cases", help="link the senders of flagged messages into cases, with a case file for each")
+    add_options(cases, CaseSettings)
+    cases.set_defaults(func=cmd_cases)
 
     queue = commands.add_parser(
         "queue", help="order scored messages for labelling: uncertain ones, keyword disagreements, and a random share"

@@ -1,0 +1,238 @@
+"""From flagged messages to cases: ``extortion-guard cases BATCH_OUTPUT --out CASES``.
+
+Only the flagged rows of a batch job's ``predictions.parquet`` are read (extortion, and with ``--coercion`` coercion
+too), so memory follows the number of demands, not the size of the log. Each flagged message's demand details
+come from :mod:`serve.demands`. Senders are then linked:
+
+- **shared id** (strong): two senders gave the same payment or contact id (Alipay, WeChat, QQ, bank card, phone);
+- **reused wording** (strong when the demand is long, weak when short): two senders sent near-duplicate demands
+  (character 3-gram Jaccard ≥ 0.8 with numbers masked, :func:`training.splits.near_duplicate_pairs`) to different
+  shops. Short demands (fewer than ``min_wording_chars`` characters once normalised) are what anyone might write,
+  so their links are weak.
+
+A case is a group of senders joined by strong links (a sender alone is a case of one); weak links are listed as
+support inside a case and never join two. Outputs: ``cases.parquet`` (ids masked), one self-contained HTML file
+per case (ids in full: the case file is for the risk team and the wronged seller) and ``index.html`` sorted by the
+total demanded. The total demanded sums, per conversation, the distinct amounts asked for, so a demand repeated
+while chasing counts once and each stage of a payment plan counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from model.files import write_text_atomically
+from model.options import option
+
+from .demands import Identifier, demanded_amounts, identifiers
+
+COLUMNS = ["file", "row", "message_id", "conversation_id", "sender_id", "sender_role", "shop_id", "time", "text", "label"]
+CASE_SCHEMA = pa.schema(
+    [
+        ("case_id", pa.string()),
+        ("members", pa.list_(pa.string())),
+        ("shops", pa.list_(pa.string())),
+        ("first_time", pa.timestamp("us", tz="UTC")),
+        ("last_time", pa.timestamp("us", tz="UTC")),
+        ("demands", pa.int64()),
+        ("total_demanded", pa.float64()),
+        ("max_demanded", pa.float64()),
+        ("channels", pa.list_(pa.string())),
+        ("identifiers", pa.list_(pa.string())),
+        ("link_reasons", pa.list_(pa.string())),
+    ]
+)
+
+
+@dataclass
+class CaseSettings:
+    """What ``extortion-guard cases`` reads and how it links (``--help`` shows each field)."""
+
+    scored: str = option(help="A batch output folder (or its predictions.parquet).", positional=True)
+    out: str = option(help="Folder for cases.parquet, index.html and one HTML file per case.")
+    coercion: bool = option(False, "Also link the senders of coercion (threats pressing a claim), not only extortion.")
+    wording_similarity: float = option(0.8, "Character 3-gram Jaccard (numbers masked) at which two demands are reused wording.")
+    min_wording_chars: int = option(12, "Demands shorter than this (normalised) link only weakly: anyone might write them.")
+
+    def __post_init__(self) -> None:
+        if not 0.5 <= self.wording_similarity <= 1.0:
+            raise ValueError(f"--wording-similarity must be in [0.5, 1], got {self.wording_similarity}")
+
+
+@dataclass
+class Link:
+    a: str
+    b: str
+    reason: str
+    strong: bool
+
+
+@dataclass
+class Case:
+    members: list[str]
+    rows: list[dict]
+    links: list[Link] = field(default_factory=list)
+
+    @property
+    def case_id(self) -> str:
+        return "case-" + hashlib.sha1("\n".join(sorted(self.members)).encode()).hexdigest()[:10]
+
+    def total_demanded(self) -> float:
+        per_conversation: dict[str, set[float]] = defaultdict(set)
+        for row in self.rows:
+            per_conversation[row["conversation_id"] or row["message_id"]].update(row["amounts"])
+        return float(sum(sum(amounts) for amounts in per_conversation.values()))
+
+    def record(self) -> dict:
+        times = [r["time"] for r in self.rows if r["time"] is not None]
+        ids = sorted({(i.kind, i.value) for r in self.rows for i in r["ids"]})
+        return {
+            "case_id": self.case_id,
+            "members": sorted(self.members),
+            "shops": sorted({r["shop_id"] for r in self.rows if r["shop_id"]}),
+            "first_time": min(times, default=None),
+            "last_time": max(times, default=None),
+            "demands": len(self.rows),
+            "total_demanded": self.total_demanded(),
+            "max_demanded": max((a for r in self.rows for a in r["amounts"]), default=0.0),
+            "channels": sorted({kind for kind, _ in ids}),
+            "identifiers": [f"{kind} {Identifier(kind, value).masked()}" for kind, value in ids],
+            "link_reasons": sorted({link.reason for link in self.links}),
+        }
+
+
+def flagged_rows(predictions: Path, labels: tuple[str, ...]) -> list[dict]:
+    """The flagged rows only (a filter pushed into the Parquet reader), each with its demand details."""
+    table = pq.read_table(predictions, columns=COLUMNS, filters=[("label", "in", list(labels))])
+    rows = table.to_pylist()
+    for row in rows:
+        row["sender"] = row["sender_id"] or f"conversation:{row['conversation_id'] or row['message_id']}"
+        row["amounts"], row["ids"] = demanded_amounts(row["text"]), identifiers(row["text"])
+    return rows
+
+
+def find_links(rows: list[dict], settings: CaseSettings) -> list[Link]:
+    """Shared ids and reused wording between different senders (see the module docstring)."""
+    from training.splits import near_duplicate_pairs, normalise_for_duplicates
+
+    links, first_user = [], {}
+    for row in rows:
+        for identifier in row["ids"]:
+            key = (identifier.kind, identifier.value)
+            if key in first_user and first_user[key] != row["sender"]:
+                links.append(Link(first_user[key], row["sender"], f"shared {identifier.kind} {identifier.masked()}", True))
+            first_user.setdefault(key, row["sender"])
+    if len(rows) > 1:
+        for i, j in near_duplicate_pairs([r["text"] for r in rows], settings.wording_similarity).tolist():
+            a, b = rows[i], rows[j]
+            if a["sender"] != b["sender"] and a["shop_id"] != b["shop_id"]:
+                shortest = min(len(normalise_for_duplicates(a["text"])), len(normalise_for_duplicates(b["text"])))
+                long = shortest >= settings.min_wording_chars
+                links.append(Link(a["sender"], b["sender"], "reused wording" if long else "reused short wording", long))
+    return links
+
+
+def build_cases(rows: list[dict], links: list[Link]) -> list[Case]:
+    """Groups of senders joined by strong links; weak links are kept inside a case only."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    senders = sorted({r["sender"] for r in rows})
+    index = {s: i for i, s in enumerate(senders)}
+    strong = [(index[link.a], index[link.b]) for link in links if link.strong]
+    graph = coo_matrix(([1] * len(strong), ([a for a, _ in strong], [b for _, b in strong])), shape=(len(senders), len(senders)))
+    _, component = connected_components(graph, directed=False)
+    cases: dict[int, Case] = {}
+    for sender, c in zip(senders, component, strict=True):
+        cases.setdefault(c, Case([], [])).members.append(sender)
+    for row in rows:
+        cases[component[index[row["sender"]]]].rows.append(row)
+    for link in links:
+        if component[index[link.a]] == component[index[link.b]]:
+            cases[component[index[link.a]]].links.append(link)
+    return sorted(cases.values(), key=lambda case: (-case.total_demanded(), case.case_id))
+
+
+def write_cases(cases: list[Case], out: Path, model_version: str | None) -> pa.Table:
+    out.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist([case.record() for case in cases], schema=CASE_SCHEMA)
+    pq.write_table(table, out / "cases.parquet")
+    for case in cases:
+        write_text_atomically(out / f"{case.case_id}.html", case_html(case, model_version))
+    write_text_atomically(out / "index.html", index_html(table))
+    return table
+
+
+def run_cases(settings: CaseSettings) -> pa.Table:
+    scored = Path(settings.scored)
+    predictions = scored / "predictions.parquet" if scored.is_dir() else scored
+    if not predictions.is_file():
+        raise ValueError(f"{settings.scored}: no predictions.parquet (give a batch output folder or its predictions file)")
+    rows = flagged_rows(predictions, ("extortion", "coercion") if settings.coercion else ("extortion",))
+    versions = pq.read_table(predictions, columns=["model_version"]).column("model_version")
+    model_version = pc.unique(versions)[0].as_py() if len(versions) else None
+    return write_cases(build_cases(rows, find_links(rows, settings)), Path(settings.out), model_version)
+
+
+STYLE = (
+    "body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}"
+    "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"
+)
+
+
+def _page(title: str, body: str) -> str:
+    """A page with no script and nothing fetched: it opens from disk."""
+    head = f'<meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}</style>'
+    return f'<!doctype html><html lang="zh"><head>{head}</head><body>{body}</body></html>\n'
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def case_html(case: Case, model_version: str | None) -> str:
+    """One case: summary, the links and why they hold, the ids in full, and the timeline of demands across shops."""
+    record = case.record()
+    ids = sorted({(i.kind, i.value) for r in case.rows for i in r["ids"]})
+    timeline = sorted(case.rows, key=lambda r: (r["time"] is None, r["time"] or 0, r["message_id"] or ""))
+    summary = [
+        ["members", ", ".join(record["members"])],
+        ["shops", ", ".join(record["shops"])],
+        ["first / last", f"{record['first_time']} / {record['last_time']}"],
+        ["demands", record["demands"]],
+        ["total / largest demanded (yuan)", f"{record['total_demanded']:,.0f} / {record['max_demanded']:,.0f}"],
+        ["model", model_version or "unknown"],
+    ]
+    links = [[k.a, k.b, k.reason, "strong" if k.strong else "weak (support only)"] for k in case.links]
+    moments = [[r["time"], r["shop_id"], r["sender"], r["label"], r["text"], ", ".join(f"{a:g}" for a in r["amounts"])] for r in timeline]
+    files = ", ".join(sorted({r["file"] or "" for r in case.rows}))
+    body = (
+        f"<h1>{record['case_id']}</h1>{_table(['', ''], summary)}"
+        f"<h2>Links</h2>{_table(['between', 'and', 'why', 'strength'], links) if links else '<p>One sender, no links.</p>'}"
+        f"<h2>Payment and contact ids (in full)</h2>{_table(['kind', 'id'], [list(i) for i in ids]) if ids else '<p>None given.</p>'}"
+        f"<h2>Timeline</h2>{_table(['time', 'shop', 'sender', 'verdict', 'message', 'amounts'], moments)}"
+        f"<p>From {record['demands']} flagged messages of {html.escape(files)}.</p>"
+    )
+    return _page(record["case_id"], body)
+
+
+def index_html(table: pa.Table) -> str:
+    """Every case, largest total demanded first, each opening its case file."""
+    headers = "".join(f"<th>{h}</th>" for h in ("case", "senders", "shops", "demands", "total demanded", "links"))
+    rows = "".join(
+        f'<tr><td><a href="{html.escape(r["case_id"])}.html">{html.escape(r["case_id"])}</a></td><td>{len(r["members"])}</td>'
+        f"<td>{len(r['shops'])}</td><td>{r['demands']}</td><td>{r['total_demanded']:,.0f}</td>"
+        f"<td>{html.escape(', '.join(r['link_reasons']))}</td></tr>"
+        for r in table.to_pylist()
+    )
+    return _page("Cases", f"<h1>Cases, by total demanded</h1><table><tr>{headers}</tr>{rows}</table>")
