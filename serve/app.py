@@ -3,13 +3,15 @@
 Tabs: **Classify** (a message with optional earlier turns; the verdict, the prepared text
 the model saw, the words that drove the extortion score, the demand's amount, channel
 and threat type; then confirm or correct, which appends to the inbox), **Batch**
-(upload a chat log, download predictions) and **Review queue** (for a batch run's output folder:
+(upload a chat log, download predictions), **Review queue** (for a batch run's output folder:
 the messages to label first, by value as `extortion-guard queue` orders them, with a ruling that lands
-in the inbox with the queue's reason; and the top conversations).
+in the inbox with the queue's reason; and the top conversations) and **Cases** (the cases of an
+`extortion-guard cases` folder, each opening its case file).
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import time
@@ -52,6 +54,8 @@ EXAMPLES = [
     ["收到的杯子是碎的，太失望了，只能给差评了", "buyer", []],
     ["在吗？什么时候发货", "buyer", []],
 ]
+CASE_COLUMNS = ["case_id", "senders", "shops", "demands", "total_demanded", "links"]
+CASE_ID = re.compile(r"case-[0-9a-f]{10}")
 QUEUE_SIZE = 50
 QUEUE_COLUMNS = ["queue_reason", "model_label", "p_extortion", "text"]
 CONVERSATION_COLUMNS = ["conversation_id", "top_label", "max_p_extortion", "messages", "trigger_message_id", "shop_id", "last_time"]
@@ -70,14 +74,26 @@ def parse_context(rows) -> tuple[Turn, ...]:
     return tuple(turns)
 
 
-def review_folders(root: Path) -> list[str]:
-    """Batch output folders the review queue may open: those under ``root`` holding ``conversations.parquet``, with
-    any reached through a symbolic link that leads outside ``root`` left out."""
+def folders_holding(root: Path, name: str) -> list[str]:
+    """Folders under ``root`` holding a file ``name``, with any reached through a symbolic link that leads outside
+    ``root`` left out: the app opens only these, never a path typed by hand."""
     if not root.is_dir():
         return []
     inside = root.resolve()
-    found = (p.parent for p in root.glob("**/conversations.parquet"))
+    found = (p.parent for p in root.glob(f"**/{name}"))
     return sorted(str(folder) for folder in found if folder.resolve().is_relative_to(inside))
+
+
+def review_folders(root: Path) -> list[str]:
+    """Batch output folders the review queue may open."""
+    return folders_holding(root, "conversations.parquet")
+
+
+def folder_picker(folders, label: str, refresh_label: str) -> gr.Dropdown:
+    """A dropdown of the folders ``folders()`` lists (never a path typed by hand) and a button that lists them again."""
+    picker = gr.Dropdown(choices=folders(), label=label, allow_custom_value=False)
+    gr.Button(refresh_label).click(lambda: gr.update(choices=folders()), None, picker)
+    return picker
 
 
 def build_app(classifier, settings: ServeSettings) -> gr.Blocks:
@@ -180,6 +196,24 @@ def build_app(classifier, settings: ServeSettings) -> gr.Blocks:
         rows = table.filter(pc.equal(table["conversation_id"], conversation_id)).select(columns).to_pylist()
         return [[r[c] for c in columns] for r in rows]
 
+    def case_lists():
+        return folders_holding(settings.batch_root, "cases.parquet")
+
+    def open_cases(folder: str):
+        if folder not in case_lists():
+            raise gr.Error("choose a cases folder from the list")
+        cases = pq.read_table(Path(folder) / "cases.parquet").to_pylist()
+        return [
+            [c["case_id"], len(c["members"]), len(c["shops"]), c["demands"], c["total_demanded"], ", ".join(c["link_reasons"])]
+            for c in cases
+        ]
+
+    def show_case(folder: str, evt: gr.SelectData):
+        case_id = str(evt.row_value[0])
+        if folder not in case_lists() or not CASE_ID.fullmatch(case_id):
+            raise gr.Error("choose a case from the list")
+        return (Path(folder) / f"{case_id}.html").read_text(encoding="utf-8")
+
     with gr.Blocks(title="Extortion Guard") as app:
         gr.Markdown(f"## Extortion Guard · model `{classifier.version}`")
         with gr.Tab("Classify"):
@@ -220,10 +254,7 @@ def build_app(classifier, settings: ServeSettings) -> gr.Blocks:
             batch_summary = gr.JSON(label="Summary")
             score_button.click(score_upload, upload, [predictions, batch_summary])
         with gr.Tab("Review queue"):
-            folder = gr.Dropdown(
-                choices=batch_folders(), label=f"Batch output folder (under {settings.batch_root})", allow_custom_value=False
-            )
-            refresh = gr.Button("Refresh list")
+            folder = folder_picker(batch_folders, f"Batch output folder (under {settings.batch_root})", "Refresh list")
             to_label = gr.Dataframe(
                 headers=QUEUE_COLUMNS,
                 type="array",
@@ -246,9 +277,22 @@ def build_app(classifier, settings: ServeSettings) -> gr.Blocks:
             thread = gr.Dataframe(
                 headers=["ts", "sender_role", "text", "label", "p_extortion"], type="array", interactive=False, label="Conversation"
             )
-            refresh.click(lambda: gr.update(choices=batch_folders()), None, folder)
             folder.change(open_queue, folder, [to_label, queued, conversations])
             to_label.select(pick_queued, queued, [picked, picked_turns, queued_ruling])
             save_ruling.click(save_queued_ruling, [picked, queued_ruling], ruling_status)
             conversations.select(show_conversation, folder, thread)
+        with gr.Tab("Cases"):
+            cases_folder = folder_picker(
+                case_lists, f"Cases folder (`extortion-guard cases`, under {settings.batch_root})", "Refresh cases"
+            )
+            case_table = gr.Dataframe(
+                headers=CASE_COLUMNS,
+                type="array",
+                interactive=False,
+                label="Cases, largest total demanded first: click one",
+                elem_id="case-list",
+            )
+            case_file = gr.HTML(elem_id="case-file")
+            cases_folder.change(open_cases, cases_folder, case_table)
+            case_table.select(show_case, cases_folder, case_file)
     return app

@@ -56,6 +56,22 @@ def served_app(tiny_model_dir, tmp_path):
     thread.join(timeout=10)
 
 
+def log_in(page, url: str, password: str = "correct horse") -> None:
+    page.goto(url)
+    page.get_by_label("username").fill("alice")
+    page.get_by_label("password").fill(password)
+    page.get_by_role("button", name="Login").click()
+
+
+def open_folder(page, url: str, tab: str, refresh: str, picker: str, folder) -> None:
+    """Log in, open ``tab``, refresh its folder list and pick ``folder`` in the dropdown labelled ``picker``."""
+    log_in(page, url)
+    page.get_by_role("tab", name=tab).click()
+    page.get_by_role("button", name=refresh).click()
+    page.get_by_label(re.compile(picker)).click()
+    page.get_by_role("option", name=str(folder)).click()
+
+
 def test_moderator_logs_in_classifies_a_sellers_message_with_context_and_corrects(served_app, caplog):
     _require_browser()
     from playwright.sync_api import expect, sync_playwright
@@ -66,14 +82,9 @@ def test_moderator_logs_in_classifies_a_sellers_message_with_context_and_correct
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         page = browser.new_page()
-        page.goto(url)
-        page.get_by_label("username").fill("alice")
-        page.get_by_label("password").fill("wrong password")
-        page.get_by_role("button", name="Login").click()
+        log_in(page, url, "wrong password")
         expect(page.get_by_text("Incorrect Credentials")).to_be_visible(timeout=15_000)
-        page.get_by_label("username").fill("alice")  # the login page clears both fields after a failure
-        page.get_by_label("password").fill("correct horse")
-        page.get_by_role("button", name="Login").click()
+        log_in(page, url)  # the login page clears both fields after a failure
 
         page.locator("#message textarea").fill("钱已经转了，别再说不给就差评了")
         page.locator("#sender").get_by_text("seller").click()
@@ -120,14 +131,7 @@ def test_moderator_labels_the_review_queue_by_value(served_app, tiny_model_dir):
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         page = browser.new_page()
-        page.goto(url)
-        page.get_by_label("username").fill("alice")
-        page.get_by_label("password").fill("correct horse")
-        page.get_by_role("button", name="Login").click()
-        page.get_by_role("tab", name="Review queue").click()
-        page.get_by_role("button", name="Refresh list").click()
-        page.get_by_label(re.compile("Batch output folder")).click()
-        page.get_by_role("option", name=str(night)).click()
+        open_folder(page, url, "Review queue", "Refresh list", "Batch output folder", night)
         first = page.locator('#to-label [data-testid="cell-0-3"]')
         expect(first).to_contain_text(re.compile(r"\S"), timeout=30_000)
         first.click()
@@ -140,3 +144,31 @@ def test_moderator_labels_the_review_queue_by_value(served_app, tiny_model_dir):
     assert len(lines) == 1 and lines[0]["label"] == "coercion" and lines[0]["moderator"] == "alice"
     assert lines[0]["queue_reason"] in ("uncertain", "keywords disagree", "random")
     assert lines[0]["text"] in {f"{r['text']}" for r in chat_rows(30)}
+
+
+def test_moderator_opens_a_case_file_from_the_cases_tab(served_app):
+    _require_browser()
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from playwright.sync_api import expect, sync_playwright
+
+    from serve.batch.outputs import PREDICTION_SCHEMA
+    from serve.cases import CaseSettings, run_cases
+    from tests.test_cases import row
+
+    url, settings = served_app
+    night = settings.batch_root / "night-1"
+    night.mkdir(parents=True)
+    rows = [row(1, "a1", "shop1", "转600到支付宝 ring@163.com，不然差评"), row(2, "a2", "shop2", "支付宝 ring@163.com，800，不然一星")]
+    pq.write_table(pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA), night / "predictions.parquet")
+    run_cases(CaseSettings(str(night), str(settings.batch_root / "cases-1")))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        page = browser.new_page()
+        open_folder(page, url, "Cases", "Refresh cases", "Cases folder", settings.batch_root / "cases-1")
+        first = page.locator('#case-list [data-testid="cell-0-0"]')
+        expect(first).to_contain_text("case-", timeout=30_000)
+        first.click()
+        expect(page.locator("#case-file")).to_contain_text("ring@163.com", timeout=15_000)  # the case file: ids in full
+        expect(page.locator("#case-file")).to_contain_text("Timeline")
+        browser.close()
