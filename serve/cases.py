@@ -1,14 +1,15 @@
 """From flagged messages to cases: ``extortion-guard cases BATCH_OUTPUT --out CASES``.
 
 Only the flagged rows of a batch job's ``predictions.parquet`` are read (extortion, and with ``--coercion`` coercion
-too), so memory follows the number of demands, not the size of the log. Each flagged message's demand details
+too), with the same senders' other turns in those conversations, so memory follows the number of demands, not the
+size of the log. Each flagged message's demand details
 come from :mod:`serve.demands`. Senders are then linked:
 
 - **shared id** (strong): two senders gave the same payment or contact id (Alipay, WeChat, QQ, bank card, phone);
 - **reused wording** (strong when the demand is long, weak when short): two senders sent near-duplicate demands
-  (character 3-gram Jaccard ≥ 0.8 with numbers masked, :func:`training.splits.near_duplicate_pairs`) to different
-  shops. Short demands (fewer than ``min_wording_chars`` characters once normalised) are what anyone might write,
-  so their links are weak.
+  (character 3-gram Jaccard ≥ 0.6 with numbers masked and ids left out, :func:`training.splits.near_duplicate_pairs`) to different
+  shops. Short demands (fewer than ``min_wording_chars``, 20, characters once normalised: a chase such as
+  "钱呢？今天不到账差评就发了") are what anyone might write, so their links are weak.
 
 A case is a group of senders joined by strong links (a sender alone is a case of one); weak links are listed as
 support inside a case and never join two. Outputs: ``cases.parquet`` (ids masked), one self-contained HTML file
@@ -32,7 +33,7 @@ import pyarrow.parquet as pq
 from model.files import write_text_atomically
 from model.options import option
 
-from .demands import Identifier, demanded_amounts, identifiers
+from .demands import Identifier, demanded_amounts, identifiers, without_identifiers
 
 COLUMNS = ["file", "row", "message_id", "conversation_id", "sender_id", "sender_role", "shop_id", "time", "text", "label"]
 CASE_SCHEMA = pa.schema(
@@ -59,8 +60,8 @@ class CaseSettings:
     scored: str = option(help="A batch output folder (or its predictions.parquet).", positional=True)
     out: str = option(help="Folder for cases.parquet, index.html and one HTML file per case.")
     coercion: bool = option(False, "Also link the senders of coercion (threats pressing a claim), not only extortion.")
-    wording_similarity: float = option(0.8, "Character 3-gram Jaccard (numbers masked) at which two demands are reused wording.")
-    min_wording_chars: int = option(12, "Demands shorter than this (normalised) link only weakly: anyone might write them.")
+    wording_similarity: float = option(0.6, "Character 3-gram Jaccard (numbers masked) at which two demands are reused wording.")
+    min_wording_chars: int = option(20, "Demands shorter than this (normalised) link only weakly: anyone might write them.")
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.wording_similarity <= 1.0:
@@ -110,10 +111,19 @@ class Case:
 
 
 def flagged_rows(predictions: Path, labels: tuple[str, ...]) -> list[dict]:
-    """The flagged rows only (a filter pushed into the Parquet reader), each with its demand details."""
-    table = pq.read_table(predictions, columns=COLUMNS, filters=[("label", "in", list(labels))])
-    rows = table.to_pylist()
+    """The flagged rows, and the same senders' other turns in the same conversations (an opening demand the model
+    missed still names the sum and the account), each with its demand details. Filters are pushed into the Parquet
+    reader: memory follows the flagged conversations, not the log."""
+    flagged = pq.read_table(predictions, columns=COLUMNS, filters=[("label", "in", list(labels))]).to_pylist()
+    conversations = sorted({r["conversation_id"] for r in flagged if r["conversation_id"] is not None})
+    senders = {(r["conversation_id"], r["sender_id"]) for r in flagged}
+    around = (
+        pq.read_table(predictions, columns=COLUMNS, filters=[("conversation_id", "in", conversations)]).to_pylist() if conversations else []
+    )
+    taken = {r["message_id"] for r in flagged}
+    rows = flagged + [r for r in around if (r["conversation_id"], r["sender_id"]) in senders and r["message_id"] not in taken]
     for row in rows:
+        row["flagged"] = row["label"] in labels
         row["sender"] = row["sender_id"] or f"conversation:{row['conversation_id'] or row['message_id']}"
         row["amounts"], row["ids"] = demanded_amounts(row["text"]), identifiers(row["text"])
     return rows
@@ -131,10 +141,12 @@ def find_links(rows: list[dict], settings: CaseSettings) -> list[Link]:
                 links.append(Link(first_user[key], row["sender"], f"shared {identifier.kind} {identifier.masked()}", True))
             first_user.setdefault(key, row["sender"])
     if len(rows) > 1:
-        for i, j in near_duplicate_pairs([r["text"] for r in rows], settings.wording_similarity).tolist():
+        # The wording without the ids, which link on their own: the same script with another account is reused wording.
+        wording = [without_identifiers(r["text"]) for r in rows]
+        for i, j in near_duplicate_pairs(wording, settings.wording_similarity).tolist():
             a, b = rows[i], rows[j]
             if a["sender"] != b["sender"] and a["shop_id"] != b["shop_id"]:
-                shortest = min(len(normalise_for_duplicates(a["text"])), len(normalise_for_duplicates(b["text"])))
+                shortest = min(len(normalise_for_duplicates(wording[i])), len(normalise_for_duplicates(wording[j])))
                 long = shortest >= settings.min_wording_chars
                 links.append(Link(a["sender"], b["sender"], "reused wording" if long else "reused short wording", long))
     return links

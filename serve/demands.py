@@ -118,6 +118,11 @@ def _numerals_to_digits(text: str) -> str:
     return _NUMERALS.sub(convert, text.translate(_CAPITALS))
 
 
+def without_identifiers(text: str) -> str:
+    """The prepared text with its ids and order numbers blanked: the wording a script keeps from account to account."""
+    return _blank_identifiers(prepare_text(text))
+
+
 def _blank_identifiers(prepared: str) -> str:
     """The text with identifiers and order numbers replaced by spaces, so their digits are never read as sums."""
     spans = [m.span() for m in _ORDER_NUMBER.finditer(prepared)]
