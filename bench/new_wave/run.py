@@ -1,11 +1,13 @@
-"""The new-wave drill: a scam the shipped model misses, learnt in one retrain from the moderators' labels.
+"""The new-wave drill: a scam absent from the corpus, learnt in one retrain from the moderators' labels.
 
-    python bench/new_wave/run.py [--budget 100] [--out runs/new-wave]
+    python bench/new_wave/run.py [--budget 100] [--out runs/new-wave] [-- RETRAIN FLAGS]
+    python bench/new_wave/run.py --sweep-repeats 1,8,16      # choose --new-label-repeats first
 
-The wave (``data/README.md``): a buyer offers a good answer in the shop's 问大家 section, or none, if the seller
-pays for something in the buyer's cart through 代付 or 亲密付. The steps, each through the real command line:
+The wave (``data/README.md``): a ring's buyers set a question waiting for their answer on the product page (答题)
+beside an item in their cart for the seller to pay (清车), and say nothing more. The steps, each through the real
+command line:
 
-1. ``batch``: score the day's pool (the wave, its honest look-alikes and ordinary chat; 600 messages).
+1. ``batch``: score the day's pool (the wave, its honest look-alikes and ordinary chat; 675 messages).
 2. ``queue``: order the pool for labelling by value; a seeded random order is the baseline.
 3. labels: the moderators' rulings are read from the pool's files (the first 300 messages of the pool: the wave
    and look-alikes), written as inbox lines with the queue's reason.
@@ -93,6 +95,12 @@ def main() -> None:
     parser.add_argument("--out", default="runs/new-wave", help="working folder (scored pool, inboxes, runs, registry)")
     parser.add_argument("--budget", type=int, default=100, help="labels picked by value and at random for the comparison")
     parser.add_argument("--skip-comparison", action="store_true", help="only the 300-label retrain and promotion")
+    parser.add_argument(
+        "--sweep-repeats",
+        default=None,
+        help="instead of the drill, retrain on the 300 labels once per value given (e.g. 1,8,16 for --new-label-repeats), "
+        "each evaluated on 150 messages a set, to choose the setting",
+    )
     parser.add_argument("retrain_args", nargs="*", help="passed to every retrain after --, e.g. -- --replay 4000")
     args = parser.parse_args()
     out, registry = Path(args.out), Path(args.out) / "registry"
@@ -101,6 +109,9 @@ def main() -> None:
     (out / "pool").mkdir(parents=True, exist_ok=True)
     (out / "pool" / "pool.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
+    if args.sweep_repeats:
+        sweep(out, pool, [int(r) for r in args.sweep_repeats.split(",")], args.retrain_args)
+        return
     minutes = {"batch": cli("batch", str(out / "pool" / "pool.jsonl"), "--output", str(out / "scored"), "--quiet", "--restart")}
     minutes["queue"] = cli("queue", str(out / "scored"), "--size", str(args.budget), "--out", str(out / "queue.jsonl"))
     write_inbox(pool[:INBOX_SIZE], {}, out / "inbox-300" / "labels.jsonl")
@@ -129,6 +140,25 @@ def main() -> None:
             label = f"{args.budget} labels {name} ({wave_picked} of the wave)"
             rows_out.append((label, args.budget, wave_figures(out / f"run-{slug}" / "eval"), "not asked", f"{spent:.1f}"))
 
+    print_table(rows_out)
+    print(f"\nminutes by step of the 300-label loop: {', '.join(f'{k} {v:.1f}' for k, v in minutes.items())}")
+
+
+def sweep(out: Path, pool: list[dict], repeats: list[int], retrain_args: list[str]) -> None:
+    """The 300-label retrain once per --new-label-repeats value, each with a quick evaluation."""
+    write_inbox(pool[:INBOX_SIZE], {}, out / "inbox-300" / "labels.jsonl")
+    rows_out = []
+    for r in repeats:
+        run = out / f"sweep-repeats-{r}"
+        quick = ("--max-eval-samples", "150", "--new-label-repeats", str(r), *retrain_args)
+        spent = retrain(out / "inbox-300", run, out / f"registry-sweep-{r}", *quick)
+        if not rows_out:
+            rows_out.append(("parent (shipped)", "–", wave_figures(run / "parent-eval"), "not asked", "–"))
+        rows_out.append((f"300 labels, each x{r}", 300, wave_figures(run / "eval"), "not asked", f"{spent:.1f}"))
+    print_table(rows_out)
+
+
+def print_table(rows_out: list[tuple]) -> None:
     print("\n| model | labels | held-out wave recall | extortion precision (wave + look-alikes) | look-alikes flagged | promoted | min |")
     print("|---|---|---|---|---|---|---|")
     for name, labels, f, passed, spent in rows_out:
@@ -137,7 +167,6 @@ def main() -> None:
             f"| {name} | {labels} | {f['recall']:.3f} | {f['precision']:.3f} | {f['false_flags']} of {f['lookalikes']} | "
             f"{promoted_text} | {spent} |"
         )
-    print(f"\nminutes by step of the 300-label loop: {', '.join(f'{k} {v:.1f}' for k, v in minutes.items())}")
 
 
 if __name__ == "__main__":
