@@ -35,6 +35,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from model.labels import LABELS
+
 HERE = Path(__file__).parent
 DATA = HERE / "data"
 POOL_FILES = ("pool-wave.jsonl", "pool-lookalike-jargon.jsonl", "pool-lookalike.jsonl", "pool-background.jsonl")
@@ -72,8 +74,9 @@ def wave_figures(eval_dir: Path) -> dict:
     """Recall on the held-out wave; precision of extortion verdicts over the wave and its look-alikes."""
     said = {name: pq.read_table(eval_dir / f"challenge-{name}" / "predictions.parquet").to_pylist() for name in HELD_OUT}
     lookalikes = [r for name in HELD_OUT[1:] for r in said[name]]
-    caught = sum(r["predicted"] == "extortion" for r in said["heldout-wave"])
-    false_flags = sum(r["predicted"] == "extortion" for r in lookalikes)
+    extortion = LABELS.index("extortion")  # predictions.parquet keeps label indices
+    caught = sum(r["predicted"] == extortion for r in said["heldout-wave"])
+    false_flags = sum(r["predicted"] == extortion for r in lookalikes)
     return {
         "recall": caught / len(said["heldout-wave"]),
         "precision": caught / (caught + false_flags) if caught + false_flags else float("nan"),
