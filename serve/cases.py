@@ -101,7 +101,7 @@ class Case:
             "shops": sorted({r["shop_id"] for r in self.rows if r["shop_id"]}),
             "first_time": min(times, default=None),
             "last_time": max(times, default=None),
-            "demands": len(self.rows),
+            "demands": sum(r["flagged"] for r in self.rows),
             "total_demanded": self.total_demanded(),
             "max_demanded": max((a for r in self.rows for a in r["amounts"]), default=0.0),
             "channels": sorted({kind for kind, _ in ids}),
@@ -149,7 +149,8 @@ def find_links(rows: list[dict], settings: CaseSettings) -> list[Link]:
                 shortest = min(len(normalise_for_duplicates(wording[i])), len(normalise_for_duplicates(wording[j])))
                 long = shortest >= settings.min_wording_chars
                 links.append(Link(a["sender"], b["sender"], "reused wording" if long else "reused short wording", long))
-    return links
+    unique = {(min(k.a, k.b), max(k.a, k.b), k.reason): k for k in links}  # one line per pair and reason in a case file
+    return list(unique.values())
 
 
 def build_cases(rows: list[dict], links: list[Link]) -> list[Case]:
@@ -233,7 +234,8 @@ def case_html(case: Case, model_version: str | None) -> str:
         f"<h2>Links</h2>{_table(['between', 'and', 'why', 'strength'], links) if links else '<p>One sender, no links.</p>'}"
         f"<h2>Payment and contact ids (in full)</h2>{_table(['kind', 'id'], [list(i) for i in ids]) if ids else '<p>None given.</p>'}"
         f"<h2>Timeline</h2>{_table(['time', 'shop', 'sender', 'verdict', 'message', 'amounts'], moments)}"
-        f"<p>From {record['demands']} flagged messages of {html.escape(files)}.</p>"
+        f"<p>From {record['demands']} flagged messages and {len(case.rows) - record['demands']} other turns of the same senders "
+        f"in those conversations, in {html.escape(files)}.</p>"
     )
     return _page(record["case_id"], body)
 

@@ -48,6 +48,7 @@ def scored(tmp_path):
         row(6, "b2", "shop5", LONG_DEMAND.format(1200)),
         # a lone extortionist, and two strangers whose short demands happen to match (a weak link only)
         row(7, "c1", "shop6", "给我两千，不然天天差评，微信 lone_wolf88"),
+        row(11, "c1", "shop6", "再加五百，打到支付宝 lone_1@163.com", label="normal"),  # a turn the model missed, same chat
         row(8, "d1", "shop7", "钱呢？不给就差评"),
         row(9, "d2", "shop8", "钱呢？不给就差评"),
         # not flagged: never read, whatever it says
@@ -68,7 +69,9 @@ def test_senders_are_linked_by_shared_ids_and_long_reused_wording_only(scored, t
     assert gang_a["shops"] == ["shop1", "shop2", "shop3"] and gang_a["demands"] == 4
     assert gang_a["identifiers"] == ["alipay " + "*" * 10 + ".com"] and any("shared alipay" in r for r in gang_a["link_reasons"])
     assert cases[("b1", "b2")]["link_reasons"] == ["reused wording"] and cases[("b1", "b2")]["total_demanded"] == 2200
-    assert table.column("case_id")[0].as_py() == gang_a["case_id"]  # largest total first
+    lone = cases[("c1",)]  # the missed turn adds its sum and id, but is not counted as a flagged demand
+    assert lone["total_demanded"] == 2500 and lone["demands"] == 1 and [i.split()[0] for i in lone["identifiers"]] == ["alipay", "wechat"]
+    assert table.column("total_demanded").to_pylist() == sorted(table.column("total_demanded").to_pylist(), reverse=True)
 
 
 def test_case_files_open_from_disk_with_ids_in_full_and_the_index_links_them(scored, tmp_path, capsys):
