@@ -46,3 +46,11 @@ def test_ray_engine_matches_local_engine(local_ray, tiny_model_dir, tmp_path):
     assert distributed.column("message_id").to_pylist() == local.column("message_id").to_pylist()
     assert distributed.column("label").to_pylist() == local.column("label").to_pylist()
     assert distributed.column("p_extortion").to_numpy() == pytest.approx(local.column("p_extortion").to_numpy(), abs=1e-5)
+
+
+def test_ray_engine_with_only_bad_rows_writes_errors_and_no_predictions(local_ray, tiny_model_dir, tmp_path):
+    write_jsonl(tmp_path / "bad.jsonl", [{"message_id": f"b{i}", "conversation_id": "c1", "text": " "} for i in range(3)])
+    config = BatchConfig([str(tmp_path / "bad.jsonl")], str(tmp_path / "out"), model=str(tiny_model_dir), engine="ray", quiet=True)
+    summary = run_batch(config)
+    assert (summary["rows_in"], summary["predictions"], summary["errors"]) == (3, 0, 3)
+    assert pq.read_table(tmp_path / "out" / "predictions.parquet").num_rows == 0 and not (tmp_path / "out" / "_ray").exists()
