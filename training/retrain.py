@@ -9,8 +9,9 @@
 3. Fine-tune from the current model (``--from current``; by default only its top layers and head
    learn, see ``trained_layers``) or the base encoder (``--from base``, every layer). A few hundred
    labels are lost among 19,000 corpus messages, so by default each new label is repeated and the
-   corpus is replayed as a random sample (``--new-label-repeats``, ``--replay``): one retrain learns
-   a new wave in minutes, and the sample keeps the old cases from being forgotten.
+   corpus is replayed as a random sample (``--new-label-repeats``, ``--replay``), so that one retrain
+   learns a new wave in minutes while the old cases are still seen (how well both hold is what
+   ``bench/new_wave`` measures).
 4. Evaluate parent and candidate on the same test split, challenge sets, new labels and real
    reviews; write ``comparison.json`` and ``comparison.md`` beside the new model. The parent's
    scores are cached (:mod:`training.score_cache`), so it is scored only on messages it has not seen.
