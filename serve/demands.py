@@ -65,18 +65,20 @@ _CAPITALS = str.maketrans("壹贰叁肆伍陆柒捌玖拾佰仟萬", "一二三�
 
 def identifiers(text: str) -> list[Identifier]:
     """Payment and contact ids in the message, in order of appearance (values without spaces or dashes)."""
-    prepared, found, taken = prepare_text(text), [], []
-    for match in _ORDER_NUMBER.finditer(prepared):
-        taken.append(match.span())
+    return [identifier for _, identifier in _identifier_spans(prepare_text(text)) if identifier]
+
+
+def _identifier_spans(prepared: str) -> list[tuple[tuple[int, int], Identifier | None]]:
+    """Each id's span and value, in order; order numbers are taken first (value None), so their digits are no id."""
+    taken: list[tuple[tuple[int, int], Identifier | None]] = [(m.span(), None) for m in _ORDER_NUMBER.finditer(prepared)]
     for kind, pattern in _IDENTIFIERS:
         for match in pattern.finditer(prepared):
-            span = match.span(1)
-            if any(start < span[1] and span[0] < end for start, end in taken):
+            start, end = match.span(1)
+            if any(a < end and start < b for (a, b), _ in taken):
                 continue
-            taken.append(span)
             value = re.sub(r"[ -]", "", match.group(1)) if kind in ("bank_card", "phone") else match.group(1)
-            found.append((span[0], Identifier(kind, value)))
-    return [identifier for _, identifier in sorted(found, key=lambda pair: pair[0])]
+            taken.append(((start, end), Identifier(kind, value)))
+    return sorted(taken, key=lambda pair: pair[0])
 
 
 def demanded_amounts(text: str) -> list[float]:
@@ -125,9 +127,7 @@ def without_identifiers(text: str) -> str:
 
 def _blank_identifiers(prepared: str) -> str:
     """The text with identifiers and order numbers replaced by spaces, so their digits are never read as sums."""
-    spans = [m.span() for m in _ORDER_NUMBER.finditer(prepared)]
-    spans += [m.span(1) for _, pattern in _IDENTIFIERS for m in pattern.finditer(prepared)]
     chars = list(prepared)
-    for start, end in spans:
+    for (start, end), _ in _identifier_spans(prepared):
         chars[start:end] = " " * (end - start)
     return "".join(chars)
