@@ -438,6 +438,18 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_cascade_fit(args) -> int:
+    from model.classifier import model_version
+    from model.registry import current_model_dir
+    from training.cascade import fit_cascade
+
+    model_dir = Path(args.model or current_model_dir())
+    stage = fit_cascade(model_dir, args.out or Path("runs") / f"{model_version(model_dir)}-cascade", args.max_extortion_loss)
+    print(f"first stage saved in {model_dir}: passes P(normal) >= {stage.settings.threshold:.4f}")
+    print(json.dumps(stage.settings.calibration, indent=1, ensure_ascii=False))
+    return 0
+
+
 def cmd_doctor(args) -> int:
     import os
     import platform
@@ -706,6 +718,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="under concurrent load, how long a model call waits for more requests; 0: no micro-batching",
     )
     serve.set_defaults(func=cmd_serve)
+
+    cascade = commands.add_parser("cascade", help="the cheap first stage of `batch --cascade`").add_subparsers(
+        dest="cascade_command", required=True
+    )
+    cascade_fit = cascade.add_parser(
+        "fit", help="fit it on the model's training data, calibrate it on its dev split, save it beside the model"
+    )
+    cascade_fit.add_argument("--model", default=None, help="model folder, which gains first_stage.* (default: the current model)")
+    cascade_fit.add_argument(
+        "--max-extortion-loss", type=float, default=0.005, help="share of the dev extortion the model catches that may be passed"
+    )
+    cascade_fit.add_argument("--out", default=None, help="folder for the gate's evaluation of the cascade (default: runs/MODEL-cascade)")
+    cascade_fit.set_defaults(func=cmd_cascade_fit)
 
     doctor = commands.add_parser("doctor", help="time each way of running the model here and say which --precision auto uses")
     doctor.add_argument("--model", default=None, help="model folder (default: the current model)")

@@ -57,3 +57,14 @@ def test_transformers_pipeline_loads_it():
 
     result = pipeline("text-classification", model=str(DEFAULT_MODEL_DIR), device="cpu")("不给钱就给差评")
     assert result[0]["label"] == "extortion"
+
+
+def test_shipped_first_stage_passed_its_gate_and_passes_only_ordinary_chat():
+    from model.classifier import as_message
+    from model.first_stage import FirstStage
+
+    stage = FirstStage.approved(DEFAULT_MODEL_DIR)
+    assert stage is not None, "the shipped first stage is missing or did not pass its gate (extortion-guard cascade fit)"
+    passed = stage.passes(stage.predict_proba([as_message({"text": t, "context": c}) for t, c, _ in CANONICAL]))
+    assert not any(p for p, (_, _, label) in zip(passed, CANONICAL, strict=True) if label != "normal")
+    assert any(passed)

@@ -37,6 +37,9 @@ MODEL_FILES = (
     "comparison.json",
     "comparison.md",
     "manifest.json",
+    "first_stage.safetensors",  # the cascade's first stage, when one was fitted for these weights
+    "first_stage.json",
+    "first_stage_comparison.md",
 )
 
 

@@ -38,6 +38,13 @@ class BatchConfig:
         fp32, bf16, or int8 (CPU only).""",
         choices=PRECISIONS,
     )
+    cascade: str = option(
+        "auto",
+        """A cheap first stage (character n-grams saved beside the model, `extortion-guard cascade fit`) passes the messages
+        it is sure are normal, and the model scores the rest. auto: when the model has a first stage that passed the
+        promotion gate against the model alone; on: always (fails without one); off: the model scores every message.""",
+        choices=("auto", "on", "off"),
+    )
     workers: int = option(1, "Scoring processes (local engine); each gets an equal share of the CPU threads.")
     engine: str = option("local", "local (streaming on this machine) or ray (Ray Data, on a local instance or a cluster).", choices=ENGINES)
     ray_address: str | None = option(None, "Ray cluster to join (ray://head:10001 or auto); none starts a local instance.")
@@ -48,6 +55,17 @@ class BatchConfig:
 
     def job_settings(self) -> dict:
         """The settings that change the outputs; a resumed job must match them."""
-        keep = ("inputs", "columns", "context_turns", "max_open_conversations", "chunk_rows", "batch_size", "model", "precision", "engine")
+        keep = (
+            "inputs",
+            "columns",
+            "context_turns",
+            "max_open_conversations",
+            "chunk_rows",
+            "batch_size",
+            "model",
+            "precision",
+            "engine",
+            "cascade",
+        )
         settings = {k: v for k, v in asdict(self).items() if k in keep}
         return json.loads(json.dumps(settings, default=str))  # as it reads back from job.json

@@ -99,14 +99,25 @@ def chunked(items: Iterable, size: int) -> Iterator[list]:
 _worker_classifier = None
 
 
-def _load_worker(model: str | None, device: str, precision: str, threads: int) -> None:
+def _load_worker(model: str | None, device: str, precision: str, threads: int, cascade: str) -> None:
     global _worker_classifier
     import torch
 
     from model.classifier import ExtortionClassifier
 
     torch.set_num_threads(threads)
-    _worker_classifier = ExtortionClassifier.from_pretrained(model, device=device, precision=precision)
+    _worker_classifier = with_first_stage(ExtortionClassifier.from_pretrained(model, device=device, precision=precision), cascade)
+
+
+def with_first_stage(classifier, cascade: str):
+    """``classifier`` behind the first stage saved beside its weights, as ``--cascade`` asks, or as it is."""
+    from model.first_stage import CascadeClassifier, FirstStage
+
+    folder = classifier.model.name_or_path
+    if cascade == "on":
+        return CascadeClassifier(classifier, FirstStage.load(folder))
+    stage = FirstStage.approved(folder) if cascade == "auto" else None
+    return classifier if stage is None else CascadeClassifier(classifier, stage)
 
 
 def _score_in_worker(messages: list[Message], batch_size: int) -> tuple[np.ndarray, list[bool], dict]:
@@ -147,7 +158,7 @@ class Scorer:
         if config.workers > 1:
             threads = max(1, (os.cpu_count() or 1) // config.workers)
             self.pool = ProcessPoolExecutor(
-                config.workers, initializer=_load_worker, initargs=(config.model, config.device, config.precision, threads)
+                config.workers, initializer=_load_worker, initargs=(config.model, config.device, config.precision, threads, config.cascade)
             )
         device = resolve_device(config.device)
         self.device = str(device)
@@ -166,6 +177,7 @@ class Scorer:
             if self.classifier is None:
                 self.classifier = ExtortionClassifier.from_pretrained(config.model, device=config.device, precision=config.precision)
             self.precision = self.classifier.precision
+        self.classifier = with_first_stage(self.classifier, config.cascade)
         self.version = self.classifier.version
 
     def submit(self, messages: list[Message]):
@@ -258,6 +270,8 @@ def run_local(config: BatchConfig, classifier=None) -> dict:
         "engine": "local",
         "workers": config.workers,
     }
+    if "passed" in stages:  # a first stage ran; counted in the timings, as the workers' are summed there
+        run_info["cascade"] = {"passed_by_first_stage": int(stages.pop("passed")), "scored_by_model": int(stages.pop("escalated", 0))}
     summary = finish_outputs(out, parts, files, run_info, fingerprint, started, stages)
     shutil.rmtree(parts)
     return summary

@@ -84,10 +84,12 @@ def add_context(group: pa.Table, turns: int) -> pa.Table:
 class RayScorer:
     """A Ray actor: loads the model once, then scores batches of rows."""
 
-    def __init__(self, model: str | None, device: str, precision: str, batch_size: int):
+    def __init__(self, model: str | None, device: str, precision: str, batch_size: int, cascade: str = "auto"):
         from model.classifier import ExtortionClassifier
 
-        self.classifier = ExtortionClassifier.from_pretrained(model, device=device, precision=precision)
+        from .engine import with_first_stage
+
+        self.classifier = with_first_stage(ExtortionClassifier.from_pretrained(model, device=device, precision=precision), cascade)
         self.batch_size = batch_size
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -177,6 +179,7 @@ def scored_dataset(files: list[str], config: BatchConfig):
                 "device": config.device,
                 "precision": config.precision,
                 "batch_size": config.batch_size,
+                "cascade": config.cascade,
             },
             batch_format="pyarrow",
             batch_size=config.chunk_rows,
