@@ -10,7 +10,8 @@ run in this process. Against each server it measures
    from the lighter ``http.client``;
 2. load: ``--clients`` concurrent clients, each sending one message per request for
    ``--seconds`` seconds; requests per second, latency percentiles and errors.
-Messages are texts of the labelled set, each request a different one.
+Messages are texts of the labelled set (or, with `--texts chat`, turns of real Taobao chat), each request a
+different one. `--cascade` is passed to the server.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def serve(model: str, precision: str, wait_ms: float) -> tuple[subprocess.Popen, str]:
+def serve(model: str, precision: str, wait_ms: float, cascade: str) -> tuple[subprocess.Popen, str]:
     """``extortion-guard serve`` in its own process; returns it once /healthz answers."""
     port = free_port()
     command = [
@@ -59,6 +60,8 @@ def serve(model: str, precision: str, wait_ms: float) -> tuple[subprocess.Popen,
         precision,
         "--micro-batch-wait-ms",
         str(wait_ms),
+        "--cascade",
+        cascade,
     ]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -148,17 +151,32 @@ def main() -> None:
     parser.add_argument("--evidence-requests", type=int, default=100)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--cascade", default="auto", choices=["auto", "on", "off"], help="the server's --cascade")
+    parser.add_argument(
+        "--texts",
+        default="corpus",
+        choices=["corpus", "chat"],
+        help="corpus: the labelled set's messages without context; chat: buyers' and sellers' turns of real Taobao chat "
+        "(bench/speed.py's log, which holds 5%% corpus threats), sent without their context",
+    )
+    parser.add_argument("--skip-load", action="store_true", help="single-message latency only")
     args = parser.parse_args()
 
-    texts = [m.text for m in read_messages(["data/annotations/messages"]) if not m.context][:5000]
+    if args.texts == "chat":
+        from speed import chat_log
+
+        texts = [row["text"] for row in chat_log(5000, 0.05)]
+    else:
+        texts = [m.text for m in read_messages(["data/annotations/messages"]) if not m.context][:5000]
     print(
-        f"model {args.model}, precision {args.precision}, {os.cpu_count()} cores shared by server and clients; "
+        f"model {args.model}, precision {args.precision}, --cascade {args.cascade}, {args.texts} texts, "
+        f"{os.cpu_count()} cores shared by server and clients; "
         f"mean message {statistics.mean(len(t) for t in texts):.0f} characters"
     )
 
     latency_rows, load_rows = [], []
     for batching in (True, False):
-        server, url = serve(args.model, args.precision, 5.0 if batching else 0.0)
+        server, url = serve(args.model, args.precision, 5.0 if batching else 0.0, args.cascade)
         sequential(url, itertools.cycle(texts), False, 20)  # warm-up
         name = "micro-batching" if batching else "no micro-batching"
         latency_rows.append((f"{name}, no evidence, httpx client", percentiles(sequential(url, iter(texts), False, args.requests))))
@@ -173,8 +191,9 @@ def main() -> None:
                     percentiles(sequential(url, iter(texts[1000:]), True, args.evidence_requests, True)),
                 )
             )
-        latencies, errors = asyncio.run(load(url, texts, args.clients, args.seconds))
-        load_rows.append((name, len(latencies) / args.seconds, percentiles(latencies), errors, mean_batch(url)))
+        if not args.skip_load:
+            latencies, errors = asyncio.run(load(url, texts, args.clients, args.seconds))
+            load_rows.append((name, len(latencies) / args.seconds, percentiles(latencies), errors, mean_batch(url)))
         server.terminate()
         server.wait(timeout=30)
 
@@ -183,6 +202,8 @@ def main() -> None:
     print("|---|---|---|---|")
     for name, cells in latency_rows:
         print(f"| {name} | {cells} |")
+    if not load_rows:
+        return
     print(f"\n{args.clients} concurrent clients for {args.seconds:.0f} s, one message per request:\n")
     print("| server | requests/s | p50 ms | p90 ms | p99 ms | errors | messages per model call |")
     print("|---|---|---|---|---|---|---|")

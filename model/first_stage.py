@@ -68,6 +68,11 @@ class FirstStage:
         """Which messages the first stage decides (as normal) without the full model."""
         return probs[:, NORMAL] >= self.settings.threshold
 
+    def triage(self, messages: Sequence[Message]) -> tuple[np.ndarray, np.ndarray]:
+        """The first stage's probabilities, and the indices of the messages it sends on to the full model."""
+        probs = self.predict_proba(messages)
+        return probs, np.flatnonzero(~self.passes(probs))
+
     @classmethod
     def fit(cls, messages: Sequence[Message], labels: Sequence[str], settings: FirstStageSettings | None = None, seed: int = 0):
         from sklearn.linear_model import LogisticRegression
@@ -127,6 +132,29 @@ class FirstStage:
         return cls(tensors["coef"].astype(np.float32), tensors["intercept"], settings)
 
 
+CASCADE_CHOICES = ("auto", "on", "off")
+
+
+def first_stage_for(folder: str | Path, cascade: str) -> FirstStage | None:
+    """The first stage to use in front of the model in ``folder``, as ``--cascade`` asks: ``auto`` one that passed the
+    promotion gate against its model, ``on`` any (an error without one), ``off`` none."""
+    if cascade not in CASCADE_CHOICES:
+        raise ValueError(f"cascade must be one of {CASCADE_CHOICES}, got {cascade!r}")
+    if cascade == "on":
+        return FirstStage.load(folder)
+    return FirstStage.approved(folder) if cascade == "auto" else None
+
+
+def merge(probs: np.ndarray, escalate: np.ndarray, scored: tuple[np.ndarray, list[bool]] | None) -> tuple[np.ndarray, list[bool]]:
+    """The first stage's ``probs`` with the model's ``scored`` (probabilities, truncation flags) of the escalated rows."""
+    truncated = [False] * len(probs)
+    if scored is not None:
+        probs[escalate] = scored[0]
+        for i, flag in zip(escalate, scored[1], strict=True):
+            truncated[i] = flag
+    return probs, truncated
+
+
 def _share(passed: np.ndarray, among: np.ndarray) -> str:
     return f"{int((passed & among).sum())} of {int(among.sum())}"
 
@@ -147,8 +175,7 @@ class CascadeClassifier:
         from .classifier import as_message
 
         messages = [as_message(item) for item in ([items] if isinstance(items, str | Message) else items)]
-        probs = self.first_stage.predict_proba(messages)
-        escalate = np.flatnonzero(~self.first_stage.passes(probs))
+        probs, escalate = self.first_stage.triage(messages)
         if len(escalate):
             probs[escalate] = self.full.predict_proba([messages[i] for i in escalate], batch_size=batch_size)
         return probs
@@ -157,16 +184,10 @@ class CascadeClassifier:
         import time
 
         started = time.perf_counter()
-        probs = self.first_stage.predict_proba(messages)
-        escalate = np.flatnonzero(~self.first_stage.passes(probs))
+        probs, escalate = self.first_stage.triage(messages)
         if timings is not None:  # counts ride with the seconds, so a worker pool's are summed the same way
             timings["first_stage"] = timings.get("first_stage", 0.0) + time.perf_counter() - started
             timings["passed"] = timings.get("passed", 0) + len(messages) - len(escalate)
             timings["escalated"] = timings.get("escalated", 0) + len(escalate)
-        truncated = [False] * len(messages)
-        if len(escalate):
-            full_probs, full_truncated = self.full.score([messages[i] for i in escalate], batch_size, timings)
-            probs[escalate] = full_probs
-            for i, flag in zip(escalate, full_truncated, strict=True):
-                truncated[i] = flag
-        return probs, truncated
+        scored = self.full.score([messages[i] for i in escalate], batch_size, timings) if len(escalate) else None
+        return merge(probs, escalate, scored)

@@ -25,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from pydantic import ValidationError
 
 from model.data_format import Message, message_from_json
+from model.first_stage import merge
 from model.labels import LABELS
 
 from .evidence import explain
@@ -182,12 +183,15 @@ def create_api(
     rate_per_key: float = 0.0,
     burst_per_key: int = 20,
     max_in_flight: int = 256,
+    first_stage=None,
 ) -> FastAPI:
     """The FastAPI app serving ``classifier``; ``api_keys`` (when any) are required as bearer tokens on /v1/classify.
 
     ``rate_per_key``: requests a second each key (or, with no keys, each client address) may make on average, with
     bursts up to ``burst_per_key`` (0: no limit; over it, 429 with Retry-After). ``max_in_flight``: requests being
     answered at once; more get 503 with Retry-After, so that a flood queues in the clients, not in this process.
+    ``first_stage``: a :class:`model.first_stage.FirstStage` that answers the messages it is sure are normal; a request
+    for evidence always asks the model, so that the evidence explains the label.
     """
     app = FastAPI(title="Extortion Guard", docs_url="/v1/docs", openapi_url="/v1/openapi.json")
     metrics = Metrics()
@@ -243,9 +247,9 @@ def create_api(
         if isinstance(parsed, JSONResponse):
             return parsed
         messages, cut, want_evidence = parsed
-        probs, truncated = await batcher.score(messages)
+        probs, truncated, by_model = await score(messages, use_first_stage=first_stage is not None and not want_evidence)
         results = []
-        for message, row, window_cut, chars_cut in zip(messages, probs, truncated, cut, strict=True):
+        for message, row, window_cut, chars_cut, asked in zip(messages, probs, truncated, cut, by_model, strict=True):
             label = LABELS[int(row.argmax())]
             metrics.labels.labels(label).inc()
             result = {
@@ -253,11 +257,22 @@ def create_api(
                 "label": label,
                 "probabilities": {label: round(float(p), 6) for label, p in zip(LABELS, row, strict=True)},
                 "truncated": bool(window_cut or chars_cut),
+                "decided_by": "model" if asked else "first_stage",
             }
             if want_evidence:
                 result["evidence"] = (await batcher.run(explain, classifier, message)).to_json()
             results.append(result)
         return JSONResponse({"model_version": classifier.version, "results": results})
+
+    async def score(messages: list[Message], use_first_stage: bool) -> tuple[np.ndarray, list[bool], np.ndarray]:
+        """Probabilities, truncation flags, and whether the model (not the first stage) decided, per message."""
+        if not use_first_stage:
+            return (*await batcher.score(messages), np.ones(len(messages), bool))
+        probs, escalate = first_stage.triage(messages)
+        scored = await batcher.score([messages[i] for i in escalate]) if len(escalate) else None
+        by_model = np.zeros(len(messages), bool)
+        by_model[escalate] = True
+        return (*merge(probs, escalate, scored), by_model)
 
     def openapi() -> dict:
         if app.openapi_schema is None:

@@ -429,7 +429,13 @@ def cmd_serve(args) -> int:
     try:
         settings = load_settings(args.config)
         app = create_server(
-            settings, args.model, args.precision, args.device, login=not args.no_login, micro_batch_wait=args.micro_batch_wait_ms / 1000
+            settings,
+            args.model,
+            args.precision,
+            args.device,
+            login=not args.no_login,
+            micro_batch_wait=args.micro_batch_wait_ms / 1000,
+            cascade=args.cascade,
         )
     except ValueError as error:
         raise UsageError(str(error)) from error
@@ -716,6 +722,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=5.0,
         help="under concurrent load, how long a model call waits for more requests; 0: no micro-batching",
+    )
+    serve.add_argument(
+        "--cascade",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="/v1/classify answers the messages the model's first stage is sure are normal without the model (auto: where "
+        "that first stage passed the promotion gate; evidence requests always ask the model)",
     )
     serve.set_defaults(func=cmd_serve)
 

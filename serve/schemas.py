@@ -53,6 +53,9 @@ class Result(BaseModel):
     label: Literal[LABELS]  # type: ignore[valid-type]
     probabilities: dict[str, float] = Field(description="One probability per label, summing to 1.")
     truncated: bool = Field(description="The message or its context was cut to fit the model's window.")
+    decided_by: Literal["model", "first_stage"] = Field(
+        "model", description="`first_stage`: the cascade's cheap first stage was sure it is normal, and the model was not asked."
+    )
     evidence: dict | None = Field(None, description="With `evidence: true`: words (log-odds), amounts, channels, threats, masked ids.")
 
 

@@ -7,6 +7,7 @@ import sys
 from fastapi import FastAPI
 
 from model.classifier import ExtortionClassifier
+from model.first_stage import first_stage_for
 
 from .api import create_api
 from .settings import LoginThrottle, ServeSettings
@@ -19,6 +20,7 @@ def create_server(
     device: str = "auto",
     login: bool = True,
     micro_batch_wait: float = 0.005,
+    cascade: str = "auto",
 ) -> FastAPI:
     """Load the model once and serve it to both the API and the app; the app asks moderators to log in.
 
@@ -48,6 +50,8 @@ def create_server(
     jieba.setLogLevel(60)  # its "Building prefix dict" lines went to the server log twice (its handler and uvicorn's)
     jieba.initialize()
     classifier.predict("预热，不给钱就差评")
+    first_stage = first_stage_for(classifier.model.name_or_path, cascade)
+    print(f"extortion-guard serve: first stage {'on' if first_stage else 'off'} (--cascade {cascade})", file=sys.stderr)
     api = create_api(
         classifier,
         settings.api_keys,
@@ -56,6 +60,7 @@ def create_server(
         rate_per_key=settings.requests_per_second_per_key,
         burst_per_key=settings.burst_per_key,
         max_in_flight=settings.max_in_flight,
+        first_stage=first_stage,
     )
     auth = LoginThrottle(settings.check_login) if login else None
     return gr.mount_gradio_app(

@@ -139,3 +139,21 @@ def test_batch_with_cascade_refuses_a_model_without_a_first_stage(tiny_model_dir
     )
     with pytest.raises(FileNotFoundError, match="cascade fit"):
         run_local(config)
+
+
+def test_api_answers_sure_normal_messages_with_the_first_stage_and_evidence_with_the_model(tiny_model_dir):
+    from fastapi.testclient import TestClient
+
+    from serve.api import create_api
+
+    stage = FirstStage.fit(*labelled(), small_settings())
+    stage.settings.threshold = 0.5
+    full = ExtortionClassifier.from_pretrained(tiny_model_dir, device="cpu")
+    client = TestClient(create_api(full, first_stage=stage))
+    body = {"messages": [{"text": "在吗亲"}, {"text": "不给钱就差评啊"}]}
+    results = client.post("/v1/classify", json=body).json()["results"]
+    assert [r["decided_by"] for r in results] == ["first_stage", "model"]
+    assert results[0]["probabilities"]["normal"] == pytest.approx(float(stage.predict_proba([Message("在吗亲")])[0, 3]), abs=1e-5)
+    assert results[1]["probabilities"]["extortion"] == pytest.approx(full.predict("不给钱就差评啊").probabilities["extortion"], abs=1e-5)
+    explained = client.post("/v1/classify", json={**body, "evidence": True}).json()["results"]
+    assert [r["decided_by"] for r in explained] == ["model", "model"]  # evidence explains the model's own label

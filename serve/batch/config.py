@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
+from model.first_stage import CASCADE_CHOICES
 from model.options import option
 
 from .reader import parse_columns
@@ -43,7 +44,7 @@ class BatchConfig:
         """A cheap first stage (character n-grams saved beside the model, `extortion-guard cascade fit`) passes the messages
         it is sure are normal, and the model scores the rest. auto: when the model has a first stage that passed the
         promotion gate against the model alone; on: always (fails without one); off: the model scores every message.""",
-        choices=("auto", "on", "off"),
+        choices=CASCADE_CHOICES,
     )
     workers: int = option(1, "Scoring processes (local engine); each gets an equal share of the CPU threads.")
     engine: str = option("local", "local (streaming on this machine) or ray (Ray Data, on a local instance or a cluster).", choices=ENGINES)

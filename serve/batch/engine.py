@@ -111,12 +111,9 @@ def _load_worker(model: str | None, device: str, precision: str, threads: int, c
 
 def with_first_stage(classifier, cascade: str):
     """``classifier`` behind the first stage saved beside its weights, as ``--cascade`` asks, or as it is."""
-    from model.first_stage import CascadeClassifier, FirstStage
+    from model.first_stage import CascadeClassifier, first_stage_for
 
-    folder = classifier.model.name_or_path
-    if cascade == "on":
-        return CascadeClassifier(classifier, FirstStage.load(folder))
-    stage = FirstStage.approved(folder) if cascade == "auto" else None
+    stage = first_stage_for(classifier.model.name_or_path, cascade)
     return classifier if stage is None else CascadeClassifier(classifier, stage)
 
 
