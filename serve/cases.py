@@ -62,6 +62,8 @@ class CaseSettings:
     coercion: bool = option(False, "Also link the senders of coercion (threats pressing a claim), not only extortion.")
     wording_similarity: float = option(0.6, "Character 3-gram Jaccard (numbers masked) at which two demands are reused wording.")
     min_wording_chars: int = option(20, "Demands shorter than this (normalised) link only weakly: anyone might write them.")
+    evidence: bool = option(True, "Show the words that pushed each flagged message toward extortion (the model reads it again).")
+    model: str | None = option(None, "Model for the evidence words; none: the current model.")
 
     def __post_init__(self) -> None:
         if not 0.5 <= self.wording_similarity <= 1.0:
@@ -192,7 +194,24 @@ def run_cases(settings: CaseSettings) -> pa.Table:
     rows = flagged_rows(predictions, ("extortion", "coercion") if settings.coercion else ("extortion",))
     versions = pq.read_table(predictions, columns=["model_version"]).column("model_version")
     model_version = pc.unique(versions)[0].as_py() if len(versions) else None
+    if settings.evidence:
+        add_evidence_words(rows, settings.model)
     return write_cases(build_cases(rows, find_links(rows, settings)), Path(settings.out), model_version)
+
+
+def add_evidence_words(rows: list[dict], model: str | None, top: int = 3) -> None:
+    """``evidence``: the (at most ``top``) words whose removal most lowers each flagged message's extortion log-odds,
+    scored on the message alone (the predictions do not keep the context the model saw)."""
+    from model.classifier import ExtortionClassifier
+    from model.data_format import Message
+
+    from .evidence import word_scores
+
+    classifier = ExtortionClassifier.from_pretrained(model, device="cpu")
+    for row in rows:
+        scores = word_scores(classifier, Message(row["text"], role=row["sender_role"])) if row["flagged"] else []
+        row["evidence"] = [word for word, score in sorted(scores, key=lambda ws: -ws[1])[:top] if score > 0]
+        row["evidence_model"] = classifier.version
 
 
 STYLE = (
@@ -227,13 +246,27 @@ def case_html(case: Case, model_version: str | None) -> str:
         ["model", model_version or "unknown"],
     ]
     links = [[k.a, k.b, k.reason, "strong" if k.strong else "weak (support only)"] for k in case.links]
-    moments = [[r["time"], r["shop_id"], r["sender"], r["label"], r["text"], ", ".join(f"{a:g}" for a in r["amounts"])] for r in timeline]
+    moments = [
+        [
+            r["time"],
+            r["shop_id"],
+            r["sender"],
+            r["label"],
+            r["text"],
+            "、".join(r.get("evidence", [])),
+            ", ".join(f"{a:g}" for a in r["amounts"]),
+        ]
+        for r in timeline
+    ]
+    evidence_models = sorted({r["evidence_model"] for r in case.rows if "evidence_model" in r})
+    if evidence_models:
+        summary.append(["evidence words scored by", ", ".join(evidence_models)])
     files = ", ".join(sorted({r["file"] or "" for r in case.rows}))
     body = (
         f"<h1>{record['case_id']}</h1>{_table(['', ''], summary)}"
         f"<h2>Links</h2>{_table(['between', 'and', 'why', 'strength'], links) if links else '<p>One sender, no links.</p>'}"
         f"<h2>Payment and contact ids (in full)</h2>{_table(['kind', 'id'], [list(i) for i in ids]) if ids else '<p>None given.</p>'}"
-        f"<h2>Timeline</h2>{_table(['time', 'shop', 'sender', 'verdict', 'message', 'amounts'], moments)}"
+        f"<h2>Timeline</h2>{_table(['time', 'shop', 'sender', 'verdict', 'message', 'evidence words', 'amounts'], moments)}"
         f"<p>From {record['demands']} flagged messages and {len(case.rows) - record['demands']} other turns of the same senders "
         f"in those conversations, in {html.escape(files)}.</p>"
     )

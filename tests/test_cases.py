@@ -61,7 +61,7 @@ def scored(tmp_path):
 
 
 def test_senders_are_linked_by_shared_ids_and_long_reused_wording_only(scored, tmp_path):
-    table = run_cases(CaseSettings(str(scored), str(tmp_path / "cases")))
+    table = run_cases(CaseSettings(str(scored), str(tmp_path / "cases"), evidence=False))
     cases = {tuple(r["members"]): r for r in table.to_pylist()}
     assert set(cases) == {("a1", "a2", "a3"), ("b1", "b2"), ("c1",), ("d1",), ("d2",)}
     gang_a = cases[("a1", "a2", "a3")]
@@ -74,8 +74,8 @@ def test_senders_are_linked_by_shared_ids_and_long_reused_wording_only(scored, t
     assert table.column("total_demanded").to_pylist() == sorted(table.column("total_demanded").to_pylist(), reverse=True)
 
 
-def test_case_files_open_from_disk_with_ids_in_full_and_the_index_links_them(scored, tmp_path, capsys):
-    assert main(["cases", str(scored), "--out", str(tmp_path / "cases")]) == 0
+def test_case_files_open_from_disk_with_ids_in_full_and_the_index_links_them(scored, tmp_path, capsys, tiny_model_dir):
+    assert main(["cases", str(scored), "--out", str(tmp_path / "cases"), "--model", str(tiny_model_dir)]) == 0
     assert "5 cases, 2 of several senders" in capsys.readouterr().err
     index = (tmp_path / "cases" / "index.html").read_text(encoding="utf-8")
     files = sorted((tmp_path / "cases").glob("case-*.html"))
@@ -84,6 +84,21 @@ def test_case_files_open_from_disk_with_ids_in_full_and_the_index_links_them(sco
     assert "<script" not in gang and "http" not in gang  # nothing to run or fetch
     assert "a1" in gang and "shop3" in gang and "tiny-v1" in gang and "2,200" in gang
     assert "gang_a@163.com" not in pq.read_table(tmp_path / "cases" / "cases.parquet").to_pandas().to_string()
+    assert "evidence words" in gang and "evidence words scored by" in gang
+
+
+def test_evidence_words_are_words_of_flagged_messages_only(tiny_model_dir):
+    import jieba
+
+    from serve.cases import add_evidence_words
+
+    rows = [
+        {"text": "不想被差评就转600到支付宝", "sender_role": "buyer", "flagged": True},
+        {"text": "好的亲", "sender_role": "seller", "flagged": False},
+    ]
+    add_evidence_words(rows, str(tiny_model_dir))
+    assert set(rows[0]["evidence"]) <= set(jieba.cut(rows[0]["text"])) and len(rows[0]["evidence"]) <= 3
+    assert rows[1]["evidence"] == [] and rows[0]["evidence_model"] == rows[1]["evidence_model"]
 
 
 def test_cases_refuses_a_folder_without_predictions(tmp_path):
