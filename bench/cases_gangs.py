@@ -4,7 +4,9 @@
 
 The gangs follow the Haimen pattern: several accounts, each pressing a few shops over several days, with a
 scripted demand, a chase that repeats the sum and sometimes a second stage. Some accounts of a gang share only a
-payment id with the others (their wording is their own), some only the gang's wording (no id given). Around them:
+payment id with the others (their wording is their own), some only the gang's wording (no id given), and one
+account never writes at all: it only places the orders (the log's ``order_id`` and ``order_account_id``) over which
+the gang's last account bargains. Around them:
 ordinary buyers and sellers (many of whom share the same everyday phrases), honest complaints, entitled threats,
 and lone extortionists with their own wording and ids.
 
@@ -63,18 +65,21 @@ def generate(messages: int, shops: int, seed: int = 0) -> tuple[list[dict], dict
     truth: dict[str, dict] = {}
     start = 1_764_000_000
 
-    def conversation(sender: str, shop: str, turns: list[tuple[str, str]], day: int) -> None:
+    def conversation(sender: str, shop: str, turns: list[tuple[str, str]], day: int, orderer: str | None = None) -> None:
         cid = f"c{len(rows)}-{sender}-{shop}"
+        order = {"order_id": f"o{len(rows)}", "order_account_id": orderer or sender}  # the chat is about one order
         t = start + day * 86_400 + rng.randint(0, 80_000)
         for n, (role, text) in enumerate(turns):
             sender_id = sender if role == "buyer" else f"seller-{shop}"
             rows.append({"message_id": f"m{len(rows)}", "conversation_id": cid, "sender_id": sender_id, "sender_role": role,
-                         "shop_id": shop, "ts": t + 60 * n, "text": text})  # fmt: skip
+                         "shop_id": shop, "ts": t + 60 * n, "text": text, **order})  # fmt: skip
 
     for g in range(3):  # the gangs
         gang, script, paid_to = f"gang{g}", GANG_SCRIPTS[g], contact(rng, "alipay" if g != 1 else "wechat")
         accounts = [f"{gang}-acct{k}" for k in range(rng.randint(4, 6))]
-        truth[gang] = {"accounts": set(accounts), "total": 0.0}
+        # The Haimen split: an account that only orders (and reviews) for the last bargaining account, never writing in chat.
+        orderer = f"{gang}-orderer"
+        truth[gang] = {"accounts": {*accounts, orderer}, "total": 0.0}
         for k, account in enumerate(accounts):
             # account 0 shares only the payment id (own wording); account 1 only the wording (no id); the rest both
             for _ in range(rng.randint(2, 4)):
@@ -94,7 +99,7 @@ def generate(messages: int, shops: int, seed: int = 0) -> tuple[list[dict], dict
                     turns.append(("buyer", SECOND_STAGES[g].format(a=second)))
                     amounts.add(second)
                 truth[gang]["total"] += sum(amounts)
-                conversation(account, shop, turns, rng.randrange(14))
+                conversation(account, shop, turns, rng.randrange(14), orderer if k == len(accounts) - 1 else None)
     for n in range(40):  # lone extortionists: their own wording and ids
         pieces = [rng.choice(options) for options in LONE_PIECES]
         rng.shuffle(pieces)

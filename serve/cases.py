@@ -9,7 +9,10 @@ come from :mod:`serve.demands`. Senders are then linked:
 - **reused wording** (strong when the demand is long, weak when short): two senders sent near-duplicate demands
   (character 3-gram Jaccard ≥ 0.6 with numbers masked and ids left out, :func:`training.splits.near_duplicate_pairs`) to different
   shops. Short demands (fewer than ``min_wording_chars``, 20, characters once normalised: a chase such as
-  "钱呢？今天不到账差评就发了") are what anyone might write, so their links are weak.
+  "钱呢？今天不到账差评就发了") are what anyone might write, so their links are weak;
+- **order** (strong), where the log has ``order_id`` and ``order_account_id``: the account that placed the order a
+  sender pressed over, when that is another account (it joins the case even if it never wrote), and two senders who
+  pressed over the same order.
 
 A case is a group of senders joined by strong links (a sender alone is a case of one); weak links are listed as
 support inside a case and never join two. Outputs: ``cases.parquet`` (ids masked), one self-contained HTML file
@@ -36,6 +39,7 @@ from model.options import option
 from .demands import Identifier, demanded_amounts, identifiers, without_identifiers
 
 COLUMNS = ["file", "row", "message_id", "conversation_id", "sender_id", "sender_role", "shop_id", "time", "text", "label"]
+ORDER_COLUMNS = ["order_id", "order_account_id"]  # absent from the outputs of earlier versions
 CASE_SCHEMA = pa.schema(
     [
         ("case_id", pa.string()),
@@ -116,11 +120,12 @@ def flagged_rows(predictions: Path, labels: tuple[str, ...]) -> list[dict]:
     """The flagged rows, and the same senders' other turns in the same conversations (an opening demand the model
     missed still names the sum and the account), each with its demand details. Filters are pushed into the Parquet
     reader: memory follows the flagged conversations, not the log."""
-    flagged = pq.read_table(predictions, columns=COLUMNS, filters=[("label", "in", list(labels))]).to_pylist()
+    columns = COLUMNS + [c for c in ORDER_COLUMNS if c in pq.read_schema(predictions).names]
+    flagged = pq.read_table(predictions, columns=columns, filters=[("label", "in", list(labels))]).to_pylist()
     conversations = sorted({r["conversation_id"] for r in flagged if r["conversation_id"] is not None})
     senders = {(r["conversation_id"], r["sender_id"]) for r in flagged}
     around = (
-        pq.read_table(predictions, columns=COLUMNS, filters=[("conversation_id", "in", conversations)]).to_pylist() if conversations else []
+        pq.read_table(predictions, columns=columns, filters=[("conversation_id", "in", conversations)]).to_pylist() if conversations else []
     )
     taken = {r["message_id"] for r in flagged}
     rows = flagged + [r for r in around if (r["conversation_id"], r["sender_id"]) in senders and r["message_id"] not in taken]
@@ -142,6 +147,7 @@ def find_links(rows: list[dict], settings: CaseSettings) -> list[Link]:
             if key in first_user and first_user[key] != row["sender"]:
                 links.append(Link(first_user[key], row["sender"], f"shared {identifier.kind} {identifier.masked()}", True))
             first_user.setdefault(key, row["sender"])
+        links += order_links(row, first_user)
     if len(rows) > 1:
         # The wording without the ids, which link on their own: the same script with another account is reused wording.
         wording = [without_identifiers(r["text"]) for r in rows]
@@ -155,12 +161,28 @@ def find_links(rows: list[dict], settings: CaseSettings) -> list[Link]:
     return list(unique.values())
 
 
+def order_links(row: dict, first_user: dict) -> list[Link]:
+    """The platform's own records: the account that placed the order this sender pressed over (when another), and an
+    earlier sender who pressed over the same order. Both are strong; the ordering account joins the case even if it
+    never wrote in the chat."""
+    order, account = row.get("order_id"), row.get("order_account_id")
+    links = []
+    if account and account != row["sender"]:
+        links.append(Link(account, row["sender"], f"order {order or '(no id)'}: placed by one, pressed over by the other", True))
+    if order:
+        key = ("order", order)
+        if key in first_user and first_user[key] != row["sender"]:
+            links.append(Link(first_user[key], row["sender"], f"both pressed over order {order}", True))
+        first_user.setdefault(key, row["sender"])
+    return links
+
+
 def build_cases(rows: list[dict], links: list[Link]) -> list[Case]:
     """Groups of senders joined by strong links; weak links are kept inside a case only."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    senders = sorted({r["sender"] for r in rows})
+    senders = sorted({r["sender"] for r in rows} | {account for link in links for account in (link.a, link.b)})
     index = {s: i for i, s in enumerate(senders)}
     strong = [(index[link.a], index[link.b]) for link in links if link.strong]
     graph = coo_matrix(([1] * len(strong), ([a for a, _ in strong], [b for _, b in strong])), shape=(len(senders), len(senders)))

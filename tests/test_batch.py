@@ -484,3 +484,10 @@ def test_kill_9_at_ten_points_then_the_rerun_equals_an_uninterrupted_run(tiny_mo
             assert pq.read_table(out / f"{name}.parquet").equals(pq.read_table(reference / f"{name}.parquet")), (point, name)
         assert (out / "errors.jsonl").read_bytes() == (reference / "errors.jsonl").read_bytes(), point
         assert not list(out.rglob("*.tmp")) and not (out / "_parts").exists(), point
+
+
+def test_order_fields_are_carried_into_the_predictions(tiny_model_dir, tmp_path):
+    records = [r | {"order_id": f"o{i}", "buyer": f"acct{i}"} for i, r in enumerate(chat_rows(5))]
+    _, out = run(tmp_path, [write_jsonl(tmp_path / "log.jsonl", records)], tiny_model_dir, columns={"order_account_id": "buyer"})
+    predictions = pq.read_table(out / "predictions.parquet").to_pylist()
+    assert [(p["order_id"], p["order_account_id"]) for p in predictions] == [(f"o{i}", f"acct{i}") for i in range(5)]

@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from serve.batch import BatchConfig, run_batch
+from serve.cases import CaseSettings, run_cases
 from tests.test_batch import TEXTS, write_jsonl
 
 ray = pytest.importorskip("ray")
@@ -38,6 +39,8 @@ def conversations_of_every_length(longest: int = 12, seed: int = 0) -> list[dict
                     "sender_id": f"u{length}" if buyer else f"s{length % 3}",
                     "sender_role": "buyer" if buyer else "seller",
                     "shop_id": f"shop{length % 3}",
+                    "order_id": f"o{length}",
+                    "order_account_id": f"u{(length + 1) // 2}",  # two conversations' buyers share each order's account
                     "ts": 1_764_000_000 + 600 * turn + length,
                     "text": f"{TEXTS[(length + turn) % len(TEXTS)]} {length}-{turn}",
                 }
@@ -73,6 +76,13 @@ def test_two_nodes_give_the_local_engines_outputs(two_nodes, tiny_model_dir, tmp
     assert by_id["ray"]["message_id"].to_pylist() == by_id["local"]["message_id"].to_pylist()
     assert by_id["ray"]["label"].to_pylist() == by_id["local"]["label"].to_pylist()
     assert by_id["ray"]["p_extortion"].to_numpy() == pytest.approx(by_id["local"]["p_extortion"].to_numpy(), abs=1e-4)
+    for key in ("order_id", "order_account_id", "sender_id", "shop_id", "time"):
+        assert by_id["ray"][key].to_pylist() == by_id["local"][key].to_pylist()
+    cases = {
+        e: run_cases(CaseSettings(str(f), str(tmp_path / f"cases-{e}"), coercion=True, evidence=False)).sort_by("case_id")
+        for e, f in (("local", local), ("ray", distributed))
+    }
+    assert cases["ray"].num_rows > 0 and cases["ray"].equals(cases["local"])  # the same cases.parquet from either engine
 
     listed = pq.read_table(distributed / "predictions.parquet")  # by file, then time
     keys = list(zip(listed["file"].to_pylist(), listed["time"].to_pylist(), strict=True))

@@ -103,3 +103,28 @@ def test_evidence_words_are_words_of_flagged_messages_only(tiny_model_dir):
 
 def test_cases_refuses_a_folder_without_predictions(tmp_path):
     assert main(["cases", str(tmp_path), "--out", str(tmp_path / "cases")]) == 2
+
+
+def test_order_fields_join_the_ordering_account_and_senders_pressing_over_one_order(tmp_path):
+    rows = [
+        # h2 bargains over the order h1 placed (and reviewed); h3 presses over the same order later. No shared id or wording.
+        row(1, "h2", "shop1", "差评是我们写的，想删就拿一千出来") | {"order_id": "o-77", "order_account_id": "h1"},
+        row(2, "h3", "shop1", "考虑好没有，八百也行，不然追评") | {"order_id": "o-77", "order_account_id": "h1"},
+        # a buyer pressing over an order of its own links to nobody
+        row(3, "k1", "shop2", "给我五百不然差评") | {"order_id": "o-88", "order_account_id": "k1"},
+    ]
+    folder = tmp_path / "night"
+    folder.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA), folder / "predictions.parquet")
+    table = run_cases(CaseSettings(str(folder), str(tmp_path / "cases"), evidence=False))
+    cases = {tuple(r["members"]): r for r in table.to_pylist()}
+    assert set(cases) == {("h1", "h2", "h3"), ("k1",)}
+    reasons = cases[("h1", "h2", "h3")]["link_reasons"]
+    assert "both pressed over order o-77" in reasons and any("placed by one" in r for r in reasons)
+
+
+def test_cases_read_batch_outputs_written_before_the_order_fields(scored, tmp_path):
+    old = pq.read_table(scored / "predictions.parquet").drop_columns(["order_id", "order_account_id"])
+    pq.write_table(old, scored / "predictions.parquet")
+    table = run_cases(CaseSettings(str(scored), str(tmp_path / "cases"), evidence=False))
+    assert ("a1", "a2", "a3") in {tuple(r["members"]) for r in table.to_pylist()}

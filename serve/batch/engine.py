@@ -36,7 +36,7 @@ from model.labels import LABELS
 
 from .config import BatchConfig
 from .outputs import PREDICTION_SCHEMA, finish_outputs
-from .reader import ChatRow, ErrorRow, count_rows, input_files, read_file
+from .reader import KEYS, ChatRow, ErrorRow, count_rows, input_files, read_file
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +128,7 @@ def prediction_table(rows: list[ChatRow], probs: np.ndarray, truncated: list[boo
     columns = {
         "file": [r.file for r in rows],
         "row": [r.row for r in rows],
-        **{
-            field: [getattr(r, field) for r in rows]
-            for field in ("message_id", "conversation_id", "sender_id", "sender_role", "shop_id", "ts", "time")
-        },
+        **{field: [getattr(r, field) for r in rows] for field in (*KEYS, "ts", "time")},
         "text": [r.text for r in rows],
         "label": [LABELS[i] for i in probs.argmax(axis=1)] if len(rows) else [],
         **{f"p_{label}": probs[:, i] for i, label in enumerate(LABELS)},

@@ -27,6 +27,8 @@ PREDICTION_SCHEMA = pa.schema(
         ("sender_id", pa.string()),
         ("sender_role", pa.string()),
         ("shop_id", pa.string()),
+        ("order_id", pa.string()),
+        ("order_account_id", pa.string()),
         ("ts", pa.string()),
         ("time", pa.timestamp("us", tz="UTC")),
         ("text", pa.string()),

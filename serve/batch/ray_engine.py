@@ -32,14 +32,10 @@ from model.labels import LABELS
 
 from .config import BatchConfig
 from .outputs import PREDICTION_SCHEMA, finish_outputs
-from .reader import ErrorRow, file_format, to_chat_row
+from .reader import KEYS, ErrorRow, file_format, to_chat_row
 
 ROWS_SCHEMA = pa.schema(
-    [
-        f
-        for f in PREDICTION_SCHEMA
-        if f.name in ("file", "row", "message_id", "conversation_id", "sender_id", "sender_role", "shop_id", "ts", "time", "text")
-    ]
+    [f for f in PREDICTION_SCHEMA if f.name in ("file", "row", *KEYS, "ts", "time", "text")]
     + [("given_context", pa.string()), ("error", pa.string()), ("group", pa.string())]
 )
 SCORED_SCHEMA = PREDICTION_SCHEMA.append(pa.field("error", pa.string()))
@@ -57,10 +53,7 @@ def normalise(batch: pa.Table, columns: dict[str, str]) -> pa.Table:
             rows.append({"file": path, "message_id": row.message_id, "error": row.reason, "group": uuid.uuid4().hex})
             continue
         given = None if row.context is None else json.dumps([[t.role, t.text] for t in row.context], ensure_ascii=False)
-        fields = {
-            k: getattr(row, k)
-            for k in ("file", "message_id", "conversation_id", "sender_id", "sender_role", "shop_id", "ts", "time", "text")
-        }
+        fields = {k: getattr(row, k) for k in ("file", *KEYS, "ts", "time", "text")}
         rows.append(fields | {"given_context": given, "group": row.conversation_id or uuid.uuid4().hex})
     return pa.Table.from_pylist(rows, schema=ROWS_SCHEMA)
 

@@ -23,7 +23,10 @@ import pyarrow as pa
 from model.data_format import Turn, message_from_json
 from model.labels import canonical_role
 
-FIELDS = ("message_id", "conversation_id", "sender_id", "sender_role", "shop_id", "ts", "text")
+# The row's keys, carried into the predictions as given. order_id: the order a message is about; order_account_id: the
+# account that placed (and could review) that order, which in a gang need not be the account that bargains.
+KEYS = ("message_id", "conversation_id", "sender_id", "sender_role", "shop_id", "order_id", "order_account_id")
+FIELDS = (*KEYS, "ts", "text")
 FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
@@ -42,6 +45,8 @@ class ChatRow:
     ts: str | None = None
     time: datetime | None = None
     context: tuple[Turn, ...] | None = None  # given in the row (annotation format); else built from the conversation
+    order_id: str | None = None
+    order_account_id: str | None = None
 
 
 @dataclass
@@ -235,6 +240,8 @@ def to_chat_row(record: dict, file: str, row: int, columns: dict[str, str]) -> C
         None if ts in (None, "") else str(ts),
         parse_time(ts),
         context,
+        _as_key(get("order_id")),
+        _as_key(get("order_account_id")),
     )
 
 
