@@ -14,7 +14,7 @@ where it passed the gate). ``transformers.pipeline`` on its
 defaults classifies each message with its last four turns as a text pair, the same work, on the first
 ``--pipeline-rows`` rows (its rate does not depend on the count). Then each path's label agreement with the model alone
 and its macro-F1 on the frozen test split and the independent blind set, and the FLOPs per message against the
-measured matrix-multiply peak.
+measured matrix-multiply peak, and the single-message latency of the model alone and behind the first stage.
 """
 
 from __future__ import annotations
@@ -146,6 +146,17 @@ def pipeline_rate(model: str, messages: list[Message]) -> float:
     return len(pairs) / (time.perf_counter() - started)
 
 
+def single_message_ms(scorer, messages: list[Message]) -> tuple[float, float]:
+    """p50 and p99 milliseconds of scoring one message per call, in this process (no HTTP)."""
+    scorer.score(messages[:5], 1)  # warm-up
+    times = []
+    for message in messages:
+        started = time.perf_counter()
+        scorer.score([message], 1)
+        times.append(1000 * (time.perf_counter() - started))
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
 def macro_f1(scorer, messages: list[Message]) -> float:
     probs, _ = scorer.score(messages, 64)
     return f1_score([m.label for m in messages], [LABELS[i] for i in probs.argmax(axis=1)], labels=list(LABELS), average="macro")
@@ -183,6 +194,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="model folder (default: the current model)")
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--pipeline-rows", type=int, default=2_000)
+    parser.add_argument("--single-messages", type=int, default=300, help="rows timed one message per call")
     parser.add_argument("--corpus-share", type=float, default=0.05, help="share of rows from this corpus's threat conversations")
     args = parser.parse_args()
     model = str(args.model or current_model_dir())
@@ -232,6 +244,15 @@ def main() -> None:
             f"| batch, {name} ({summary['precision']}) | {msg_s:.0f} | {msg_s / rate:.1f} | {model_flops / 1e9 / peak:.0%} | "
             f"{escalated / len(labels):.1%} | {agreement:.4f} | {macro_f1(scorer, frozen):.4f} | {macro_f1(scorer, blind):.4f} |"
         )
+    from model.runtime import choose_runtime
+
+    single = choose_runtime(full, "single")  # the server's way of scoring one message
+    print(f"\nOne message per call, in process ({single.path.name}, as `serve` picks it), {args.single_messages} chat rows:\n")
+    print("| path | p50 ms | p99 ms |\n|---|---|---|")
+    for name, scorer in (("model alone", full), ("with the first stage (default)", cascade)):
+        p50, p99 = single_message_ms(scorer, messages[: args.single_messages])
+        print(f"| {name} | {p50:.1f} | {p99:.1f} |")
+
     changed = Counter((a, b) for a, b in zip(reference, runs["defaults"][1], strict=True) if a != b)
     print(
         "\nlabels the defaults changed, model alone → defaults:",
