@@ -46,6 +46,7 @@ class FirstStage:
         from sklearn.feature_extraction.text import HashingVectorizer
 
         self.coef, self.intercept, self.settings = coef.astype(np.float32), intercept.astype(np.float32), settings
+        self._weights = np.ascontiguousarray(self.coef.T)  # features × labels, row-major: 9× faster to multiply than coef.T
         self.vectorizer = HashingVectorizer(
             analyzer="char", ngram_range=tuple(settings.ngram_range), n_features=settings.n_features, alternate_sign=False
         )
@@ -54,12 +55,11 @@ class FirstStage:
         # The role is part of the text: a seller's "给我钱" is not a buyer's.
         texts = [f"[{m.role or 'buyer'}]{m.text}" for m in messages]
         contexts = ["\n".join(f"[{t.role}]{t.text}" for t in m.context[-self.settings.context_turns :]) for m in messages]
-        return sp.hstack(
-            [self.vectorizer.transform(texts), self.settings.context_weight * self.vectorizer.transform(contexts)], format="csr"
-        )
+        hashed = self.vectorizer.transform(texts + contexts)  # one call: for a single message the call, not the text, costs
+        return sp.hstack([hashed[: len(texts)], self.settings.context_weight * hashed[len(texts) :]], format="csr")
 
     def predict_proba(self, messages: Sequence[Message]) -> np.ndarray:
-        logits = np.asarray(self.features(messages) @ self.coef.T) + self.intercept
+        logits = np.asarray(self.features(messages) @ self._weights) + self.intercept
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
