@@ -1,6 +1,6 @@
-"""A cheap first stage for batch scoring: character n-grams and a linear model let clearly ordinary messages through
-and send the rest to the full model (``extortion-guard batch --cascade``; ``auto``, the default, uses it where it passed
-the promotion gate against the model alone).
+"""A cheap first stage for batch scoring and the API: character n-grams and a linear model let clearly ordinary
+messages through and send the rest to the full model (``--cascade`` of ``batch`` and ``serve``; ``auto``, the default,
+uses it where it passed the promotion gate against the model alone, and only beside the weights it was judged with).
 
 A night of chat is mostly greetings, logistics and questions, and the full model spends as long on "在吗" as on a
 threat. The first stage decides only one thing: this message is ``normal``. It never labels a message extortion,
@@ -116,11 +116,17 @@ class FirstStage:
 
     @classmethod
     def approved(cls, folder: str | Path) -> FirstStage | None:
-        """The first stage in ``folder`` if there is one and it passed the promotion gate against its model; else none."""
+        """The first stage in ``folder`` if there is one, it passed the promotion gate against its model, and the model
+        there is still the one it was judged with (a model retrained into the same folder needs a new ``cascade fit``)."""
+        from .classifier import model_version
+
         if not (Path(folder) / WEIGHTS).exists():
             return None
         stage = cls.load(folder)
-        return stage if stage.settings.calibration.get("gate", {}).get("passes") else None
+        calibration = stage.settings.calibration
+        judged_with = calibration.get("model_version")
+        same_model = judged_with is None or judged_with == model_version(folder)
+        return stage if calibration.get("gate", {}).get("passes") and same_model else None
 
     @classmethod
     def load(cls, folder: str | Path) -> FirstStage:

@@ -157,3 +157,14 @@ def test_api_answers_sure_normal_messages_with_the_first_stage_and_evidence_with
     assert results[1]["probabilities"]["extortion"] == pytest.approx(full.predict("不给钱就差评啊").probabilities["extortion"], abs=1e-5)
     explained = client.post("/v1/classify", json={**body, "evidence": True}).json()["results"]
     assert [r["decided_by"] for r in explained] == ["model", "model"]  # evidence explains the model's own label
+
+
+def test_a_first_stage_judged_with_other_weights_is_not_used(tiny_model_dir, tmp_path):
+    from model.classifier import model_version
+
+    model_dir = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    stage = FirstStage.fit(*labelled(), small_settings())
+    for judged_with, used in (("some-older-model", False), (model_version(model_dir), True)):
+        stage.settings.calibration = {"gate": {"passes": True}, "model_version": judged_with}
+        stage.save(model_dir)
+        assert (FirstStage.approved(model_dir) is not None) == used

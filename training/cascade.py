@@ -45,9 +45,9 @@ def fit_cascade(model_dir: str | Path, out: str | Path, max_extortion_loss: floa
     stage = FirstStage.fit(train, [m.label for m in train], FirstStageSettings(), seed)
     full = CachedScores(ExtortionClassifier.from_pretrained(model_dir, device="cpu"), model_dir)
     full_labels = [LABELS[i] for i in full.predict_proba(corpus.dev).argmax(axis=1)]
-    full.save()
     stage.calibrate(corpus.dev, full_labels, [m.label for m in corpus.dev], max_extortion_loss)
     stage.settings.calibration["gate"] = judge(model_dir, CascadeClassifier(full, stage), corpus, dataclasses.replace(config, out=str(out)))
+    stage.settings.calibration["model_version"] = full.version
     full.save()
     stage.save(model_dir)
     return stage
@@ -59,7 +59,7 @@ def judge(model_dir: Path, cascade: CascadeClassifier, corpus, config: TrainConf
     from .trainer import evaluate_run
 
     results = evaluate_run(cascade, corpus, config, Path(config.out) / "eval")
-    comparison = compare({**results, "train_seconds": 0.0}, model_dir, corpus, config, extra={"candidate": "cascade"})
+    comparison = compare({**results, "train_seconds": 0.0}, model_dir, corpus, config)
     failed = [c["name"] for c in comparison["checks"] if not c["passed"]]
     shutil.copy(Path(config.out) / "comparison.md", model_dir / COMPARISON)  # the verdict travels with the first stage
     return {"passes": not failed, "failed": failed, "comparison": COMPARISON}
