@@ -19,8 +19,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
-from safetensors.numpy import load_file, save_file
 
 from .data_format import Message
 from .files import write_text_atomically
@@ -51,7 +49,10 @@ class FirstStage:
             analyzer="char", ngram_range=tuple(settings.ngram_range), n_features=settings.n_features, alternate_sign=False
         )
 
-    def features(self, messages: Sequence[Message]) -> sp.csr_matrix:
+    def features(self, messages: Sequence[Message]):
+        """Hashed n-grams of each message and, down-weighted, of its nearest turns: a sparse matrix, one row a message."""
+        import scipy.sparse as sp  # here, not at import: every command's parser reads CASCADE_CHOICES from this module
+
         # The role is part of the text: a seller's "给我钱" is not a buyer's.
         texts = [f"[{m.role or 'buyer'}]{m.text}" for m in messages]
         contexts = ["\n".join(f"[{t.role}]{t.text}" for t in m.context[-self.settings.context_turns :]) for m in messages]
@@ -110,6 +111,8 @@ class FirstStage:
         }
 
     def save(self, folder: str | Path) -> None:
+        from safetensors.numpy import save_file
+
         folder = Path(folder)
         save_file({"coef": self.coef.astype(np.float16), "intercept": self.intercept}, str(folder / WEIGHTS))
         write_text_atomically(folder / SETTINGS, json.dumps(asdict(self.settings), indent=1) + "\n")
@@ -133,6 +136,8 @@ class FirstStage:
         folder = Path(folder)
         if not (folder / WEIGHTS).exists():
             raise FileNotFoundError(f"{folder} has no first stage ({WEIGHTS}); fit one with `extortion-guard cascade fit --model {folder}`")
+        from safetensors.numpy import load_file
+
         tensors = load_file(str(folder / WEIGHTS))
         settings = FirstStageSettings(**json.loads((folder / SETTINGS).read_text(encoding="utf-8")))
         return cls(tensors["coef"].astype(np.float32), tensors["intercept"], settings)

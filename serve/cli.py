@@ -726,7 +726,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--cascade",
         default="auto",
-        choices=["auto", "on", "off"],
+        choices=["auto", "on", "off"],  # model.first_stage.CASCADE_CHOICES, which BatchConfig's --cascade reads
         help="/v1/classify answers the messages the model's first stage is sure are normal without the model (auto: where "
         "that first stage passed the promotion gate; evidence requests always ask the model)",
     )
