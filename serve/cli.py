@@ -481,7 +481,34 @@ def cmd_doctor(args) -> int:
         for name, why in choice.refused.items():
             print(f"  {name:12s} not tried: {why}")
     print(f"\nchoices saved in {default_cache()}: `serve` and `batch` with --precision auto use them on this machine")
+    print(f"\n{first_stage_status(classifier.model.name_or_path)}")
     return 0
+
+
+def first_stage_status(folder) -> str:
+    """What ``--cascade auto`` does with this model, and why."""
+    import time
+
+    from model.first_stage import WEIGHTS, FirstStage
+    from model.runtime import CALIBRATION_MESSAGES
+
+    if not (Path(folder) / WEIGHTS).exists():
+        return "first stage: none, so --cascade auto scores every message with the model (`extortion-guard cascade fit` makes one)"
+    stage, approved = FirstStage.load(folder), FirstStage.approved(folder)
+    if approved is None:
+        return (
+            "first stage: present but not used by --cascade auto: it did not pass the gate against this model, or was "
+            f"judged with other weights ({stage.settings.calibration.get('model_version', 'unknown')}); run `cascade fit` again"
+        )
+    started = time.perf_counter()
+    passed = stage.passes(stage.predict_proba(list(CALIBRATION_MESSAGES)))
+    milliseconds = 1000 * (time.perf_counter() - started) / len(CALIBRATION_MESSAGES)
+    calibration = stage.settings.calibration
+    return (
+        f"first stage: used by --cascade auto (gate passed, {calibration['gate']['comparison']}): passes P(normal) >= "
+        f"{stage.settings.threshold:.4f}, {calibration['passed_share']:.1%} of dev, {calibration['caught_extortion_passed']} "
+        f"caught extortion; {passed.sum()} of {len(passed)} calibration messages passed, {milliseconds:.2f} ms a message"
+    )
 
 
 def cmd_hash_password(args) -> int:

@@ -96,6 +96,27 @@ def test_doctor_prints_each_workloads_choice(tiny_model_dir, capsys):
     assert main(["doctor", "--model", str(tiny_model_dir), "--device", "cpu", "--seconds", "0.2"]) == 0
     out = capsys.readouterr().out
     assert "single: " in out and "batch: " in out and "torch fp32" in out and "int8" in out and "runtime.json" in out
+    assert "first stage: none" in out  # the tiny model has none
+
+
+def test_doctor_says_whether_the_first_stage_is_used(tiny_model_dir, tmp_path):
+    import shutil
+
+    from model.first_stage import FirstStage
+    from serve.cli import first_stage_status
+    from tests.test_first_stage import labelled, small_settings
+
+    model_dir = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    messages, labels = labelled()
+    stage = FirstStage.fit(messages, labels, small_settings())
+    stage.calibrate(messages, labels, labels, 0.0)
+    stage.settings.calibration["gate"] = {"passes": False, "comparison": "first_stage_comparison.md"}
+    stage.save(model_dir)
+    assert "not used" in first_stage_status(model_dir)
+    stage.settings.calibration["gate"]["passes"] = True
+    stage.save(model_dir)
+    status = first_stage_status(model_dir)
+    assert status.startswith("first stage: used") and "0 of 20 caught extortion" in status
 
 
 def test_batch_with_auto_precision_measures_and_keeps_the_labels(tiny_model_dir, tmp_path):
