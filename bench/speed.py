@@ -73,7 +73,8 @@ def trained_taobao_lines() -> set[str]:
 
 
 def chat_log(rows: int, corpus_share: float, seed: int = 0) -> list[dict]:
-    """Conversations in order, each a list of rows; the dialogues end on the seller's reply."""
+    """``rows`` chat-log rows, conversation after conversation (shuffled, seeded), each conversation's turns in order;
+    a Taobao dialogue ends on the seller's reply, and the roles alternate back from there."""
     rng = random.Random(seed)
     conversations = []
     for dialogue in taobao_dialogues():
