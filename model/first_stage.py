@@ -94,6 +94,8 @@ class FirstStage:
     def calibrate(self, messages: Sequence[Message], full_labels: Sequence[str], gold: Sequence[str], max_extortion_loss: float):
         """Set the threshold so that at most ``max_extortion_loss`` of the messages that are extortion and that the full
         model calls extortion would be passed; record what the threshold lets through of each label."""
+        if not 0.0 <= max_extortion_loss < 1.0:
+            raise ValueError(f"max_extortion_loss is a share of the caught extortion, in [0, 1); got {max_extortion_loss}")
         probs = self.predict_proba(messages)[:, NORMAL]
         full, gold = np.array(full_labels), np.array(gold)
         caught = np.sort(probs[(gold == "extortion") & (full == "extortion")])[::-1]

@@ -494,11 +494,12 @@ def first_stage_status(folder) -> str:
 
     if not (Path(folder) / WEIGHTS).exists():
         return "first stage: none, so --cascade auto scores every message with the model (`extortion-guard cascade fit` makes one)"
-    stage, approved = FirstStage.load(folder), FirstStage.approved(folder)
-    if approved is None:
+    stage = FirstStage.approved(folder)
+    if stage is None:
+        judged_with = FirstStage.load(folder).settings.calibration.get("model_version", "unknown")
         return (
             "first stage: present but not used by --cascade auto: it did not pass the gate against this model, or was "
-            f"judged with other weights ({stage.settings.calibration.get('model_version', 'unknown')}); run `cascade fit` again"
+            f"judged with other weights ({judged_with}); run `cascade fit` again"
         )
     started = time.perf_counter()
     passed = stage.passes(stage.predict_proba(list(CALIBRATION_MESSAGES)))
@@ -759,7 +760,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=cmd_serve)
 
-    cascade = commands.add_parser("cascade", help="the cheap first stage of `batch --cascade`").add_subparsers(
+    cascade = commands.add_parser("cascade", help="the cheap first stage of `batch` and `serve` (--cascade)").add_subparsers(
         dest="cascade_command", required=True
     )
     cascade_fit = cascade.add_parser(

@@ -59,6 +59,14 @@ def test_calibration_passes_at_most_the_allowed_share_of_caught_extortion(max_lo
     assert stage.settings.calibration["caught_extortion_passed"] == f"{passed[caught_extortion].sum()} of {caught_extortion.sum()}"
 
 
+@pytest.mark.parametrize("max_loss", [-0.1, 1.0])
+def test_calibration_refuses_a_loss_that_is_not_a_share(max_loss):
+    messages, labels = labelled()
+    stage = FirstStage.fit(messages, labels, small_settings())
+    with pytest.raises(ValueError, match=f"max_extortion_loss.*{max_loss}"):
+        stage.calibrate(messages, labels, labels, max_loss)
+
+
 def test_save_and_load_keep_the_predictions(tmp_path):
     messages, labels = labelled()
     stage = FirstStage.fit(messages, labels, small_settings())
